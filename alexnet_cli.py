@@ -1,0 +1,60 @@
+"""The `alexnet` command: one entry point, each stage's commands defined in its own package.
+
+The stage modules import torch, ONNX Runtime or Gradio inside their commands, not at import time,
+so `alexnet classify --help` answers at once and serving never loads torch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from demo import cli as demo_cli
+from demo.errors import DemoError
+from export import cli as export_cli
+from export.errors import ExportError
+from serving import cli as serving_cli
+from serving.errors import ServingError
+from training import cli as training_cli
+from training.errors import TrainingError
+
+USER_ERRORS = (TrainingError, ExportError, ServingError, DemoError)
+
+app = typer.Typer(
+    name="alexnet",
+    help="AlexNet from training to production: train, export, serve with Triton, demo in a browser.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command(no_args_is_help=False)(training_cli.train)
+app.command()(training_cli.pretrained)
+app.command("bench-train")(training_cli.bench_train)
+app.add_typer(export_cli.app, name="export")
+app.command("bench-export")(export_cli.bench_export)
+app.command()(serving_cli.serve)
+app.command(no_args_is_help=True)(serving_cli.classify)
+app.command()(serving_cli.bench)
+app.command()(demo_cli.demo)
+app.command()(demo_cli.quickstart)
+
+
+def run(typer_app: typer.Typer) -> None:
+    """Run a Typer app; a user error prints one line that says what to do, and exits with status 2."""
+    try:
+        typer_app()
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def main() -> None:
+    run(app)
+
+
+if __name__ == "__main__":
+    main()

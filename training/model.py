@@ -1,0 +1,134 @@
+"""AlexNet, in the two forms people mean by the name.
+
+`paper`: the network of Krizhevsky, Sutskever and Hinton, "ImageNet Classification with Deep
+Convolutional Neural Networks", NeurIPS 2012: local response normalisation, and the two-GPU split
+kept as grouped convolutions (conv2, conv4 and conv5 see only their own GPU's half of the previous
+layer; conv3 sees both halves).
+
+`torchvision`: the single-column variant of Krizhevsky, "One weird trick for parallelizing
+convolutional neural networks", arXiv:1404.5997 (2014), as torchvision.models.alexnet implements it.
+Its state-dict keys are torchvision's, so torchvision's IMAGENET1K_V1 weights load as they are.
+
+Both end in an adaptive average pool to 6x6, as torchvision does, so that inputs smaller than 224
+pixels (down to 63) work: the quickstart trains at 64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from training.model_card import ARCHITECTURES
+from training.errors import TrainingError
+
+
+@dataclass(frozen=True)
+class AlexNetConfig:
+    architecture: str = "torchvision"  # "torchvision" or "paper"
+    num_classes: int = 1000  # width of the last layer
+    dropout: float = 0.5  # in the two hidden fully connected layers, as in the paper
+
+
+class TorchvisionAlexNet(nn.Module):
+    """The 64-192-384-256-256 single-column network; keys match torchvision.models.alexnet."""
+
+    def __init__(self, config: AlexNetConfig) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=config.dropout),
+            nn.Linear(256 * 6 * 6, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=config.dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, config.num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def paper_lrn() -> nn.LocalResponseNorm:
+    # The paper divides by (k + alpha * sum(a^2))^beta with k=2, n=5, alpha=1e-4, beta=0.75.
+    # PyTorch divides by (k + alpha / n * sum(a^2))^beta, so its alpha is the paper's times n.
+    size, alpha = 5, 1e-4
+    return nn.LocalResponseNorm(size=size, alpha=alpha * size, beta=0.75, k=2.0)
+
+
+class PaperAlexNet(nn.Module):
+    """The 96-256-384-384-256 two-column network of the 2012 paper, columns as groups=2."""
+
+    def __init__(self, config: AlexNetConfig) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2),  # conv1
+            nn.ReLU(inplace=True),
+            paper_lrn(),
+            nn.MaxPool2d(kernel_size=3, stride=2),  # overlapping pooling: z=3, s=2
+            nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=2),  # conv2
+            nn.ReLU(inplace=True),
+            paper_lrn(),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(256, 384, kernel_size=3, padding=1),  # conv3: the columns talk here
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=2),  # conv4
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=2),  # conv5
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Linear(256 * 6 * 6, 4096),  # fc6
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=config.dropout),
+            nn.Linear(4096, 4096),  # fc7
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=config.dropout),
+            nn.Linear(4096, config.num_classes),  # fc8
+        )
+        self._init_as_in_paper()
+
+    def _init_as_in_paper(self) -> None:
+        # Section 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden fully
+        # connected layers (to give the ReLUs positive inputs early), 0 elsewhere.
+        layers = [m for m in self.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8 = layers
+        for layer in layers:
+            nn.init.normal_(layer.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(layer.bias)
+        for layer in (conv2, conv4, conv5, fc6, fc7):
+            nn.init.ones_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def build_model(architecture: str = "torchvision", num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
+    """A freshly initialised AlexNet of the given architecture."""
+    config = AlexNetConfig(architecture=architecture, num_classes=num_classes, dropout=dropout)
+    if architecture == "torchvision":
+        return TorchvisionAlexNet(config)
+    if architecture == "paper":
+        return PaperAlexNet(config)
+    raise TrainingError(f"unknown architecture {architecture!r}: use one of {', '.join(ARCHITECTURES)}")

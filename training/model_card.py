@@ -1,0 +1,96 @@
+"""`model.json`: the one record that travels with the weights.
+
+Export, serving, the client and the demo read the input size, the mean/std and the labels from here
+(or from what export derived from here); none of them restates them. This module imports only the
+standard library so that torch-free code (serving, the demo) may read it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from training.errors import TrainingError
+
+MODEL_JSON = "model.json"
+WEIGHTS_FILE = "model.safetensors"
+CHECKPOINT_FILE = "checkpoint.pt"
+BEST_CHECKPOINT_FILE = "checkpoint_best.pt"
+METRICS_FILE = "metrics.jsonl"
+FORMAT_VERSION = 1
+ARCHITECTURES = ("torchvision", "paper")
+# Below 63 pixels the third max-pool of either architecture has nothing left to pool.
+MIN_IMAGE_SIZE = 63
+
+
+@dataclass
+class ModelCard:
+    """What a model directory holds, beside its weights."""
+
+    architecture: str  # "torchvision" (one weird trick, 2014) or "paper" (NeurIPS 2012)
+    labels: list[str]  # class names, index i is output i
+    image_size: int  # side of the square RGB image the network sees
+    resize_size: int  # evaluation: resize the shorter side to this, then centre-crop image_size
+    mean: list[float]  # per-channel RGB mean, in [0, 1] units
+    std: list[float]  # per-channel RGB standard deviation, in [0, 1] units
+    dataset: str = ""  # what it was trained on ("digits", "synthetic", a folder, "torchvision:...")
+    metrics: dict = field(default_factory=dict)  # validation: {"top1": 0.97, "top5": 1.0, "epoch": 12}
+    training: dict = field(default_factory=dict)  # how it was trained: optimizer, lr, epochs, seconds...
+    weights_sha256: str = ""  # of model.safetensors, so exports can name their source
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise TrainingError(
+                f"unknown architecture {self.architecture!r} in model.json: use one of {', '.join(ARCHITECTURES)}"
+            )
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise TrainingError(f"image size {self.image_size} is too small for AlexNet: use at least {MIN_IMAGE_SIZE}")
+        if self.resize_size < self.image_size:
+            raise TrainingError(
+                f"resize size {self.resize_size} is smaller than the image size {self.image_size}: "
+                "the centre crop needs resize_size >= image_size"
+            )
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise TrainingError("model.json needs three mean and three std values (R, G, B)")
+        if not self.labels:
+            raise TrainingError("model.json has no labels: a classifier needs at least one class")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write model.json atomically into `model_dir`."""
+        path = Path(model_dir) / MODEL_JSON
+        write_text_atomically(path, json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> ModelCard:
+        path = Path(model_dir) / MODEL_JSON
+        if not path.is_file():
+            raise TrainingError(
+                f"no {MODEL_JSON} in {model_dir}: train first with `alexnet train --out {model_dir}` "
+                f"or write ImageNet weights with `alexnet pretrained --out {model_dir}`"
+            )
+        try:
+            raw = json.loads(path.read_text())
+            return cls(**raw)
+        except (json.JSONDecodeError, TypeError) as error:
+            raise TrainingError(
+                f"{path} is not a valid model card ({error}): train again with `alexnet train --out {model_dir}`"
+            ) from error
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(text)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
