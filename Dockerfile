@@ -1,0 +1,65 @@
+# syntax=docker/dockerfile:1
+# The production serving image: NVIDIA's Triton Inference Server container serving the model repository
+# that `alexnet export onnx` wrote, with Triton's own onnxruntime backend (TensorRT accelerator), the same
+# Python-backend preprocessing model and ensemble that `alexnet serve` runs, and optionally a TensorRT plan
+# built at first start in this container, on the serving GPU, and cached on a volume.
+#
+#   alexnet export onnx --model runs/imagenet --repository model_repository
+#   docker build -t alexnet-triton:0.1.0 .
+#   docker run --gpus all --shm-size=1g -p 8000:8000 -p 8001:8001 -p 8002:8002 alexnet-triton:0.1.0
+#
+# docs/production.md has the whole procedure, the TensorRT plan and Kubernetes.
+
+# 24.10 is Triton 2.51.0, the release the tests run locally (the server in nvidia-pytriton 0.7.0), so the
+# image runs the same server the suite exercises. It brings CUDA 12.6.2, ONNX Runtime 1.19.2 (reads the
+# exporter's ONNX IR 10 / opset 20), TensorRT 10.x and Python 3.10 on Ubuntu 22.04. Moving to a newer
+# release: check docs/production.md first (Python, ONNX Runtime and driver requirements change).
+ARG TRITON_RELEASE=24.10
+FROM nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3
+
+# The Triton image's own unprivileged user (triton-server, created by NVIDIA's build with uid/gid 1000).
+ARG SERVER_UID=1000
+
+ENV ALEXNET_MODEL_REPOSITORY=/opt/alexnet/model_repository \
+    ALEXNET_MODEL_NAME=alexnet \
+    ALEXNET_TRT_PLAN=off \
+    ALEXNET_TRT_PRECISION=fp16 \
+    ALEXNET_CACHE_DIR=/var/cache/alexnet \
+    ALEXNET_HTTP_PORT=8000 \
+    ALEXNET_GRPC_PORT=8001 \
+    ALEXNET_METRICS_PORT=8002 \
+    ALEXNET_EXIT_TIMEOUT_SECS=30 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# numpy and Pillow for the preprocessing model, hash-pinned (the container's Python is 3.10).
+COPY serving/docker/requirements.txt /opt/alexnet/requirements.txt
+RUN python3 -m pip install --no-cache-dir --require-hashes -r /opt/alexnet/requirements.txt
+
+COPY --chmod=0755 serving/docker/entrypoint.sh serving/docker/trt_plan.py /opt/alexnet/bin/
+
+# The repository generated beforehand into model_repository/ (the path `make clean` removes), baked in,
+# owned by root and read-only to the server: the image is the deployable unit, and it serves what was
+# tested. Mounting another repository over this path works too (docs/production.md).
+COPY model_repository/ /opt/alexnet/model_repository/
+
+# Fail the build, not the rollout, on a repository this image cannot serve (empty, or holding a plan built
+# elsewhere); then the plan cache, writable by the server user (a named volume mounted here inherits it).
+RUN python3 /opt/alexnet/bin/trt_plan.py check --repository /opt/alexnet/model_repository \
+    && mkdir -p /var/cache/alexnet \
+    && chown "${SERVER_UID}:${SERVER_UID}" /var/cache/alexnet
+
+USER ${SERVER_UID}:${SERVER_UID}
+WORKDIR /opt/alexnet
+
+# HTTP/REST, gRPC, Prometheus metrics: Triton's defaults.
+EXPOSE 8000 8001 8002
+
+# Ready means every model is loaded and warmed up (--strict-readiness). The start period covers a first
+# start that builds TensorRT engines.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20m --retries=3 \
+    CMD ["/bin/sh", "-c", "curl --fail --silent --max-time 4 --output /dev/null http://127.0.0.1:${ALEXNET_HTTP_PORT}/v2/health/ready"]
+
+# NVIDIA's entry point first (driver and CUDA compatibility checks), then ours; it execs tritonserver, so
+# SIGTERM reaches Triton, which finishes in-flight requests before exiting. (Setting ENTRYPOINT clears the
+# base image's CMD: arguments given to `docker run` go to tritonserver.)
+ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh", "/opt/alexnet/bin/entrypoint.sh"]

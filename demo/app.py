@@ -1,0 +1,232 @@
+"""The Gradio page: upload, paste or draw an image, see what the AlexNet served by Triton says.
+
+The page talks only to Triton, through the project's client; it imports no torch. Everything about
+the model (labels, input size, name, version, data set) comes from the served model's config, so the
+same page serves the digits quickstart model and an ImageNet AlexNet. Built by `build_demo(client)`
+so tests hand it a real client; `launch_demo` starts it with the upload limit and the queue.
+Shaped after gradio-app/gradio demo/image_classifier: gr.Image -> gr.Label(num_top_classes=5).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from demo.drawing import drawing_to_digit_scan
+from demo.errors import DemoError
+from demo.examples import digit_example_files, is_digits_model, packaged_photo_files, validation_digits
+from serving.client import InferenceRejected, Prediction, ServedModel, TritonClassifier
+from serving.errors import ServingError
+from serving.image_preprocessing import ImageError, decode_image, resize_and_crop
+
+TOP_K = 5
+MAX_UPLOAD = "10mb"  # Gradio refuses larger uploads before they reach us
+CONCURRENCY_LIMIT = 4  # requests in flight to Triton from this page; the rest wait in the queue
+QUEUE_SIZE = 64  # beyond this many waiting requests the page says "busy, try again"
+STATUS_REFRESH_SECONDS = 10  # the readiness line asks Triton again this often
+SCAN_PREVIEW_SIZE = 160  # the 8x8 drawing scan shown enlarged, pixel for pixel
+# Digit scans are 8x8 pixels: show them large, with square pixels.
+CSS = ".pixelated img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+
+log = logging.getLogger(__name__)
+_PROTOCOL_NAMES = {"grpc": "gRPC", "http": "HTTP"}
+
+
+class _Classifier:
+    """The page's side of the client: pixels in, top-5 plus the facts shown under the answer."""
+
+    def __init__(self, client: TritonClassifier, model: ServedModel) -> None:
+        self.client = client  # thread-safe: the queue runs up to CONCURRENCY_LIMIT requests at once
+        self.model = model
+
+    def classify(self, image: Image.Image) -> tuple[dict[str, float], str]:
+        pixels = resize_and_crop(image, resize_size=self.model.resize_size, image_size=self.model.image_size)
+        started = time.perf_counter()
+        try:
+            predictions = self.client.classify_pixels(pixels[np.newaxis], top_k=TOP_K)[0]
+        except InferenceRejected as error:
+            log.warning("Triton refused a request: %s", error)
+            raise gr.Error(f"{error}", title="Triton refused the request", print_exception=False) from None
+        except ServingError as error:  # nothing answers: the message names the command that starts it
+            log.warning("Triton is not answering: %s", error)
+            raise gr.Error(f"{error}", title="Triton is not answering", print_exception=False) from None
+        milliseconds = 1000 * (time.perf_counter() - started)
+        return confidences(predictions), self._answer_details(predictions, milliseconds)
+
+    def _answer_details(self, predictions: list[Prediction], milliseconds: float) -> str:
+        best = predictions[0]
+        return (
+            f"**{best.label}** ({best.score:.1%}) · round trip **{milliseconds:.1f} ms** · answered by "
+            f"`{self.model.name}` version {self.model.version} over {_PROTOCOL_NAMES[self.client.protocol]} "
+            f"at `{self.client.url}`"
+        )
+
+    def server_status(self) -> str:
+        model = self.model
+        facts = (
+            f"model `{model.name}` version {model.version} · {model.architecture} AlexNet · "
+            f"trained on {model.dataset or 'unknown data'} · {len(model.labels)} classes · "
+            f"input {model.image_size}×{model.image_size} RGB"
+        )
+        if self.client.is_ready():
+            protocol = _PROTOCOL_NAMES[self.client.protocol]
+            return f"**Triton: ready** at `{self.client.url}` ({protocol}) · {facts}"
+        return (
+            f"**Triton: NOT READY** at `{self.client.url}`: start it with "
+            f"`alexnet serve --repository model_repository` (or `alexnet quickstart`) · last seen: {facts}"
+        )
+
+
+def confidences(predictions: list[Prediction]) -> dict[str, float]:
+    """gr.Label's value: label -> score, best first."""
+    return {prediction.label: prediction.score for prediction in predictions}
+
+
+def read_upload(upload: Any) -> Image.Image:
+    """The uploaded file (Gradio's FileData dict or a path) decoded by the serving package's one decoder."""
+    path = upload.get("path") if isinstance(upload, dict) else getattr(upload, "path", upload)
+    if not path:
+        raise gr.Error("The upload did not arrive: try again.", title="No image", print_exception=False)
+    try:
+        return decode_image(Path(path).read_bytes())
+    except ImageError as error:
+        reason = re.sub(r" \(cannot identify image file .*\)$", "", str(error))  # Pillow's object repr
+        raise gr.Error(f"That file is not an image we can read: {reason}.", title="Not an image",
+                       print_exception=False) from None
+
+
+def scan_preview(scan: np.ndarray) -> np.ndarray:
+    """The 8x8 scan enlarged with square pixels, so the user sees what the model sees."""
+    return np.asarray(Image.fromarray(scan, mode="L").resize((SCAN_PREVIEW_SIZE,) * 2, Image.NEAREST))
+
+
+def build_demo(client: TritonClassifier) -> gr.Blocks:
+    """The page for whatever model `client` reaches; raises ServingError if Triton cannot describe it."""
+    model = client.model_info()
+    classifier = _Classifier(client, model)
+    digits = is_digits_model(model.labels, model.dataset)
+
+    def classify_image(upload: Any) -> tuple[dict[str, float] | None, str]:
+        if upload is None:
+            return None, ""
+        return classifier.classify(read_upload(upload))
+
+    def classify_drawing(drawing: dict | None) -> tuple[dict[str, float], str, np.ndarray]:
+        composite = (drawing or {}).get("composite")
+        if composite is None:
+            raise gr.Error("The sketchpad is empty: draw a digit first.", title="Nothing drawn",
+                           print_exception=False)
+        try:
+            scan = drawing_to_digit_scan(composite, scan_size=scan_size)
+        except DemoError as error:
+            message = f"{str(error).capitalize()}."
+            raise gr.Error(message, title="Nothing drawn", print_exception=False) from None
+        label, details = classifier.classify(Image.fromarray(scan, mode="L").convert("RGB"))
+        return label, details, scan_preview(scan)
+
+    with gr.Blocks(title=f"AlexNet on Triton: {model.name}", analytics_enabled=False) as demo:
+        gr.Markdown(
+            f"# AlexNet on Triton\nWhat the `{model.name}` model served by NVIDIA Triton says about "
+            "your image. "
+            + ("Upload a picture of a handwritten digit, click a real validation scan, or draw one."
+               if digits else "Upload or paste a picture, or click one of the examples.")
+        )
+        status = gr.Markdown("Asking Triton…", elem_id="server-status")
+        with gr.Row():
+            with gr.Column():
+                with gr.Tab("Upload or paste"):
+                    image = gr.Image(
+                        type="filepath",
+                        image_mode=None,
+                        sources=["upload", "clipboard"],
+                        label="Image (JPEG, PNG or WebP)",
+                        elem_id="input-image",
+                        elem_classes=["pixelated"] if digits else None,
+                        height=320,
+                    )
+                    example_files = digit_example_files() if digits else packaged_photo_files()
+                    if example_files:
+                        gr.Examples(
+                            examples=[[str(path)] for path in example_files],
+                            inputs=image,
+                            label=(
+                                "Validation digits (8×8 scans)" if digits
+                                else "Pictures shipped with installed packages"
+                            ),
+                            example_labels=[_example_label(path, digits) for path in example_files],
+                            examples_per_page=10,
+                        )
+                if digits:
+                    scan_size = validation_digits()[0].shape[-1]
+                    with gr.Tab("Draw a digit"):
+                        sketchpad = gr.Sketchpad(
+                            type="numpy",
+                            image_mode="RGBA",
+                            canvas_size=(400, 400),
+                            layers=False,
+                            brush=gr.Brush(default_size=24, colors=["#000000"], color_mode="fixed"),
+                            label="Draw one digit, large, in the middle",
+                            elem_id="sketchpad",
+                        )
+                        draw_button = gr.Button("Classify the drawing", variant="primary")
+                        scan = gr.Image(
+                            label=f"What the model sees: your drawing as a {scan_size}×{scan_size} scan",
+                            interactive=False,
+                            height=SCAN_PREVIEW_SIZE + 40,
+                            elem_id="drawing-scan",
+                        )
+            with gr.Column():
+                answer = gr.Label(num_top_classes=TOP_K, label="Top 5", elem_id="answer")
+                details = gr.Markdown(elem_id="answer-details")
+
+        refresh_status = {"fn": classifier.server_status, "outputs": status, "api_name": False}
+        classified = image.change(
+            classify_image, inputs=image, outputs=[answer, details], preprocess=False,
+            api_name="classify_image",
+        )
+        events = [classified]
+        if digits:
+            events.append(
+                draw_button.click(
+                    classify_drawing, inputs=sketchpad, outputs=[answer, details, scan],
+                    api_name="classify_drawing",
+                )
+            )
+        for event in events:  # the status line follows what the last request found
+            event.success(**refresh_status)
+            event.failure(**refresh_status)
+        demo.load(classifier.server_status, outputs=status, api_name="server_status")
+        gr.Timer(STATUS_REFRESH_SECONDS).tick(**refresh_status, show_progress="hidden")
+
+    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
+    return demo
+
+
+def _example_label(path: Path, digits: bool) -> str:
+    if digits:  # digit_3_val17.png
+        digit, position = path.stem.removeprefix("digit_").split("_val")
+        return f"{digit} (validation #{position})"
+    return path.stem
+
+
+def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, quiet: bool = False) -> str:
+    """Start serving the page without blocking; returns its URL. Stop it with demo.close()."""
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=True,
+        max_file_size=MAX_UPLOAD,
+        show_error=False,  # only gr.Error messages (written for users) reach the page, never tracebacks
+        ssr_mode=False,
+        quiet=quiet,
+        css=CSS,
+    )
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{shown_host}:{port}/"

@@ -1,0 +1,252 @@
+"""`alexnet quickstart`: from a fresh clone to a page in the browser, each stage run like a user would.
+
+Train the digits model if there is none, export it unless the repository already serves these
+weights, start Triton, classify validation digits over HTTP and gRPC as a self-check, then open the
+demo and serve until Ctrl-C. Training and export run as `alexnet` subprocesses (the quickstart
+itself never imports torch); `--check` does it all once, checks the page through its API, and exits.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from demo.errors import DemoError
+
+SELF_CHECK_MIN_CORRECT = 0.8  # of the validation digits sent; a working digits model gets them all or nearly
+SCORE_TOLERANCE = 1e-3  # HTTP+pixels and gRPC+server-side preprocessing must agree to this
+
+
+@dataclass(frozen=True)
+class QuickstartSettings:
+    model_dir: Path = Path("runs/digits")
+    repository: Path = Path("model_repository")
+    name: str = "alexnet"
+    host: str = "127.0.0.1"  # where the page listens; Triton always listens on 127.0.0.1 here
+    http_port: int = 8000  # 0: any free port; a taken port falls back to a free one
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    page_port: int = 7860
+
+
+class Stopwatch:
+    """Prints each stage with the seconds it took, so a slow step is obvious."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.started = time.monotonic()
+
+    @contextmanager
+    def stage(self, title: str) -> Iterator[None]:
+        self.say(f"==> {title}")
+        begun = time.monotonic()
+        yield
+        self.say(f"    done in {time.monotonic() - begun:.1f} s")
+
+    def total(self) -> float:
+        return time.monotonic() - self.started
+
+
+def run_alexnet(*arguments: str) -> None:
+    """Run an `alexnet` command in a subprocess (its output goes straight to the terminal)."""
+    command = [sys.executable, "-m", "alexnet_cli", *arguments]
+    status = subprocess.run(command, stdin=subprocess.DEVNULL).returncode
+    if status != 0:
+        raise DemoError(f"`alexnet {' '.join(arguments)}` failed with status {status}: see its output above")
+
+
+def ensure_trained(model_dir: Path, say: Callable[[str], None]) -> None:
+    if (model_dir / "model.json").is_file():
+        say(f"    using the trained model in {model_dir} (delete it to train again)")
+        return
+    say(f"    no model.json in {model_dir}: training the digits model")
+    run_alexnet("train", "--data", "digits", "--out", str(model_dir))
+
+
+def served_weights_sha256(repository: Path, name: str) -> dict[str, str]:
+    """source_weights_sha256 of the ONNX model and the ensemble, as their configs say ('' where missing)."""
+    from serving.server import read_config
+
+    found = {}
+    for model in (name, f"{name}_image"):
+        config_dir = repository / model
+        if not (config_dir / "config.pbtxt").is_file():
+            found[model] = ""
+            continue
+        parameter = read_config(config_dir).parameters.get("source_weights_sha256")
+        found[model] = parameter.string_value if parameter is not None else ""
+    return found
+
+
+def repository_is_current(repository: Path, name: str, weights_sha256: str) -> bool:
+    """True when the repository's models were exported from exactly these weights."""
+    served = served_weights_sha256(repository, name)
+    return bool(weights_sha256) and all(sha == weights_sha256 for sha in served.values())
+
+
+def ensure_exported(model_dir: Path, repository: Path, name: str, say: Callable[[str], None]) -> None:
+    from training.model_card import ModelCard  # standard library only, no torch
+
+    card = ModelCard.load(model_dir)
+    if repository_is_current(repository, name, card.weights_sha256):
+        say(f"    {repository} already serves these weights (sha256 {card.weights_sha256[:12]}…): "
+            "not exporting")
+        return
+    say(f"    exporting {model_dir} to the Triton repository {repository}")
+    run_alexnet(
+        "export", "onnx", "--model", str(model_dir), "--repository", str(repository), "--name", name,
+        "--device", "cpu",
+    )
+    if not repository_is_current(repository, name, card.weights_sha256):
+        raise DemoError(
+            f"{repository} does not name the weights of {model_dir} after the export: remove {repository} "
+            f"and run `alexnet export onnx --model {model_dir} --repository {repository}`"
+        )
+
+
+def port_or_free(port: int, say: Callable[[str], None]) -> int:
+    """`port` if nothing listens there; otherwise (or for 0) a free one."""
+    from serving.server import free_port
+
+    if port == 0:
+        return free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            chosen = free_port()
+            say(f"    port {port} is taken: using {chosen}")
+            return chosen
+
+
+def self_check(http_url: str, grpc_url: str, name: str, say: Callable[[str], None]) -> None:
+    """Classify one validation digit per class over HTTP (client-side pixels) and gRPC (encoded PNG,
+    server-side preprocessing); both must agree and get the digits right."""
+    from demo.examples import digit_example_files
+    from serving.client import TritonClassifier
+
+    files = digit_example_files()
+    over_http = TritonClassifier(http_url, protocol="http", model=name).classify_files(files, send="pixels")
+    over_grpc = TritonClassifier(grpc_url, protocol="grpc", model=name).classify_files(files, send="bytes")
+    correct = 0
+    say(f"    {'image':<24} {'HTTP (pixels)':<18} gRPC (PNG bytes)")
+    for path, http_top, grpc_top in zip(files, over_http, over_grpc, strict=True):
+        truth = path.stem.removeprefix("digit_").split("_val")[0]
+        correct += http_top[0].label == truth
+        say(f"    {path.name:<24} {_top1(http_top):<18} {_top1(grpc_top)}")
+        same_label = http_top[0].label == grpc_top[0].label
+        if not same_label or abs(http_top[0].score - grpc_top[0].score) > SCORE_TOLERANCE:
+            raise DemoError(
+                f"HTTP and gRPC disagree on {path.name} ({_top1(http_top)} vs {_top1(grpc_top)}): the "
+                "client's and the server's preprocessing differ; re-export with `alexnet export onnx` "
+                "and report a bug"
+            )
+    say(f"    {correct}/{len(files)} validation digits right, HTTP and gRPC agree")
+    if correct < SELF_CHECK_MIN_CORRECT * len(files):
+        raise DemoError(
+            f"the served model got only {correct} of {len(files)} validation digits right: train it again "
+            "(delete the model folder, or run `alexnet train --data digits --out DIR --epochs N` with "
+            "more epochs)"
+        )
+
+
+def _top1(predictions) -> str:
+    return f"{predictions[0].label} ({predictions[0].score:.1%})"
+
+
+def check_page(url: str, say: Callable[[str], None]) -> None:
+    """Call the running page's API like a browser would, with one validation digit."""
+    from gradio_client import Client, handle_file
+
+    from demo.examples import digit_example_files
+
+    example = digit_example_files()[3]
+    client = Client(url, verbose=False)
+    label, details = client.predict(handle_file(str(example)), api_name="/classify_image")
+    truth = example.stem.removeprefix("digit_").split("_val")[0]
+    if label.get("label") != truth:
+        raise DemoError(f"the page answered {label.get('label')!r} for {example.name}, not {truth!r}")
+    say(f"    the page classified {example.name} as {label['label']}: {details}")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """`kill PID` stops the quickstart as cleanly as Ctrl-C does."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve_forever(say: Callable[[str], None]) -> None:
+    say("Serving. Press Ctrl-C to stop.")
+    with sigterm_as_interrupt():
+        try:
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            say("\nstopping…")
+
+
+def run_quickstart(settings: QuickstartSettings, *, check: bool, say: Callable[[str], None] = print) -> float:
+    """The whole quickstart; returns its wall time in seconds. DemoError/ServingError say what to fix."""
+    from demo.app import build_demo, launch_demo
+    from serving.client import TritonClassifier
+    from serving.server import TritonServer
+
+    clock = Stopwatch(say)
+    with clock.stage(f"1/5 the digits model in {settings.model_dir}"):
+        ensure_trained(settings.model_dir, say)
+    with clock.stage(f"2/5 the Triton model repository {settings.repository}"):
+        ensure_exported(settings.model_dir, settings.repository, settings.name, say)
+    with clock.stage("3/5 starting Triton"):
+        server = TritonServer(
+            settings.repository,
+            http_port=port_or_free(settings.http_port, say),
+            grpc_port=port_or_free(settings.grpc_port, say),
+            metrics_port=port_or_free(settings.metrics_port, say),
+            log_file=settings.model_dir.parent / "triton.log",
+        )
+        server.start()
+    demo = None
+    try:
+        server.wait_until_ready()
+        with clock.stage("4/5 self-check: validation digits over HTTP and gRPC"):
+            self_check(server.http_url, server.grpc_url, settings.name, say)
+        with clock.stage("5/5 the demo page"):
+            demo = build_demo(TritonClassifier(server.grpc_url, protocol="grpc", model=settings.name))
+            page_port = port_or_free(settings.page_port, say)
+            page_url = launch_demo(demo, host=settings.host, port=page_port, quiet=True)
+            if check:
+                check_page(page_url, say)
+        say("")
+        say(f"  Demo page:      {page_url}")
+        say(f"  Triton HTTP:    http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)")
+        say(f"  Triton gRPC:    {server.grpc_url}   (alexnet classify IMAGE --url {server.grpc_url})")
+        say(f"  Triton metrics: {server.metrics_url}")
+        say(f"  Triton log:     {server.log_file}")
+        say("")
+        if check:
+            say(f"quickstart check passed in {clock.total():.0f} s")
+        else:
+            serve_forever(say)
+    finally:
+        if demo is not None:
+            demo.close(verbose=False)
+        server.stop()
+        if not check:
+            say("stopped the demo and Triton")
+    return clock.total()

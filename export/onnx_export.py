@@ -1,0 +1,139 @@
+"""PyTorch -> ONNX: the served graph takes uint8 RGB pixels and returns class probabilities.
+
+The wrapper puts the cast, the layout change, the normalisation with the model card's mean/std and
+the softmax inside the graph, so a client sends 1 byte per channel and cannot get the mean wrong.
+Exported with torch.onnx's dynamo exporter at the opset it recommends, a dynamic batch axis,
+checked with onnx.checker's full check (as timm/utils/onnx.py does), and stamped with the model
+card's facts in the file's metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from export.errors import ExportError
+from training.model_card import ModelCard
+
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "probabilities"
+LABELS_FILE = "labels.txt"
+ONNX_FILE = "model.onnx"
+# A protobuf file cannot exceed 2 GiB; above this the weights go to model.onnx.data beside it.
+EMBED_LIMIT_BYTES = 1_800_000_000
+
+
+class PixelsToProbabilities(nn.Module):
+    """uint8 [N, S, S, 3] RGB pixels -> FP32 [N, num_classes] probabilities, mean/std from the card."""
+
+    def __init__(self, network: nn.Module, card: ModelCard) -> None:
+        super().__init__()
+        self.network = network
+        mean = torch.tensor(card.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(card.std, dtype=torch.float32).view(1, 3, 1, 1)
+        # (x / 255 - mean) / std as one multiply-add: x * scale + shift.
+        self.register_buffer("scale", 1.0 / (255.0 * std))
+        self.register_buffer("shift", -mean / std)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.permute(0, 3, 1, 2).to(torch.float32) * self.scale + self.shift
+        return torch.softmax(self.network(x), dim=1)
+
+
+def export_onnx(network: nn.Module, card: ModelCard, path: Path) -> Path:
+    """Export `network` (eval mode, CPU) wrapped in `PixelsToProbabilities` to `path`, checked and stamped."""
+    wrapper = PixelsToProbabilities(network, card).eval()
+    size = card.image_size
+    # torch.export specialises a dimension of size 0 or 1, so trace with a batch of 2.
+    example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1)
+    external = parameter_bytes(network) > EMBED_LIMIT_BYTES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                wrapper,
+                (example,),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"pixels": {0: batch}},
+                dynamo=True,
+                external_data=external,
+                optimize=True,
+                verbose=False,
+            )
+    except Exception as error:  # the exporter raises many types; all mean "this network did not export"
+        raise ExportError(f"torch.onnx.export failed for the {card.architecture} network: {error}") from error
+    program.save(str(path), external_data=external)
+    stamp_metadata(path, card)
+    check_onnx(path)
+    return path
+
+
+def parameter_bytes(network: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in network.parameters())
+
+
+def metadata_for(card: ModelCard) -> dict[str, str]:
+    """The model card facts stored in the ONNX file (metadata_props are strings)."""
+    return {
+        "architecture": card.architecture,
+        "labels_file": LABELS_FILE,
+        "num_classes": str(card.num_classes),
+        "image_size": str(card.image_size),
+        "resize_size": str(card.resize_size),
+        "mean": ",".join(str(v) for v in card.mean),
+        "std": ",".join(str(v) for v in card.std),
+        "dataset": card.dataset,
+        "source_weights_sha256": card.weights_sha256,
+        "input": f"{INPUT_NAME}: uint8 [batch, {card.image_size}, {card.image_size}, 3] RGB",
+        "output": f"{OUTPUT_NAME}: float32 [batch, {card.num_classes}] softmax",
+    }
+
+
+def stamp_metadata(path: Path, card: ModelCard) -> None:
+    """Write the card's facts into the file's metadata_props (and a producer/doc string)."""
+    model = onnx.load(str(path), load_external_data=False)
+    onnx.helper.set_model_props(model, metadata_for(card))
+    model.doc_string = f"AlexNet ({card.architecture}) trained on {card.dataset or 'unknown data'}"
+    # Weights stay where the exporter put them: re-saving the graph alone keeps the external file valid.
+    onnx.save(model, str(path))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    model = onnx.load(str(path), load_external_data=False)
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def check_onnx(path: Path) -> None:
+    """onnx.checker with the full check (includes strict shape inference); a failure is an ExportError."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise ExportError(f"the exported graph {path.name} failed onnx.checker: {error}") from error
+
+
+def onnx_files(version_dir: Path) -> list[Path]:
+    """model.onnx and, if the exporter wrote one, its external weights file: they travel together."""
+    return sorted(p for p in version_dir.iterdir() if p.name.startswith(ONNX_FILE))
+
+
+class _quiet_exporter:
+    """Silence the exporter's progress lines and its deprecation chatter; errors still raise."""
+
+    def __enter__(self) -> None:
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore")
+        self._logger = logging.getLogger("torch.onnx")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.setLevel(self._level)
+        self._warnings.__exit__(*exc)

@@ -1,0 +1,136 @@
+"""Static INT8 with onnxruntime.quantization, calibrated on real images.
+
+Choices (measured with `alexnet bench-export` and on the digits model, see the export issue's note):
+- QDQ format, not QOperator: ONNX Runtime's CPU provider fuses QuantizeLinear/DequantizeLinear pairs
+  around Conv and Gemm into the same integer kernels QOperator names explicitly, so CPU speed is the
+  same, and only QDQ also runs on TensorRT (explicit quantization) and Triton's TensorRT accelerator.
+- Per-channel weight scales: AlexNet's filters differ widely in range; per-tensor scales cost
+  agreement with FP32 at no gain in speed.
+- uint8 activations, int8 weights (U8S8) without reduce_range: right for CPUs with VNNI (AVX512-VNNI
+  and AVX-VNNI) where U8S8 cannot saturate; older AVX2-only CPUs may lose a little accuracy, which the
+  agreement check below would catch.
+- MinMax calibration: the calibration images are the validation images themselves, so their range
+  is the range to cover.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from export.errors import ExportError
+from export.onnx_export import INPUT_NAME
+from export.parity import compare_outputs, run_batched
+
+MIN_INT8_AGREEMENT = 0.99
+CALIBRATION_BATCH = 32
+CALIBRATION_LIMIT = 512  # images; more adds time, not range
+
+
+@dataclass
+class Int8Report:
+    images: int
+    top1_agreement: float  # INT8 top-1 == FP32 top-1, on real images
+    max_abs_diff: float
+    fp32_images_per_s: float
+    int8_images_per_s: float
+    batch_size: int
+    quantize_seconds: float
+
+    @property
+    def speedup(self) -> float:
+        return self.int8_images_per_s / self.fp32_images_per_s
+
+    def summary(self) -> str:
+        return (
+            f"int8: top-1 agreement with FP32 {self.top1_agreement:.2%} on {self.images} real images "
+            f"(max |diff| {self.max_abs_diff:.3f}); speed at batch {self.batch_size}: "
+            f"{self.int8_images_per_s:.0f} vs {self.fp32_images_per_s:.0f} images/s FP32 = {self.speedup:.2f}x "
+            f"(ONNX Runtime CPU); quantised in {self.quantize_seconds:.1f}s"
+        )
+
+
+class PixelsCalibrationReader:
+    """onnxruntime.quantization.CalibrationDataReader over uint8 pixels, in batches."""
+
+    def __init__(self, pixels: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> None:
+        self._batches = iter([pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path, calibration_pixels: np.ndarray) -> float:
+    """Write the static INT8 model of `fp32_path` to `int8_path`; returns the seconds it took."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    start = time.perf_counter()
+    pixels = calibration_pixels[:CALIBRATION_LIMIT]
+    # The quantiser warns that it cannot quantise the uint8 input: true, and meant.
+    logging.getLogger().setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(dir=int8_path.parent, prefix=".quantize-") as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        try:
+            quant_pre_process(str(fp32_path), str(prepared))
+            quantize_static(
+                str(prepared),
+                str(int8_path),
+                calibration_data_reader=_reader(pixels),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=False,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        except Exception as error:  # the quantiser raises many types; all mean "no INT8 model"
+            raise ExportError(f"INT8 quantisation failed: {error}") from error
+    return time.perf_counter() - start
+
+
+def _reader(pixels: np.ndarray):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(PixelsCalibrationReader, CalibrationDataReader):
+        pass
+
+    return Reader(pixels)
+
+
+def images_per_second(session, pixels: np.ndarray, *, seconds: float = 1.0) -> float:
+    """Throughput of an ONNX Runtime session on one batch, after a warm-up run."""
+    feed = {INPUT_NAME: pixels}
+    session.run(None, feed)
+    runs, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds or runs < 3:
+        session.run(None, feed)
+        runs += 1
+    return runs * len(pixels) / elapsed
+
+
+def evaluate_int8(fp32_session, int8_session, pixels: np.ndarray, *, batch_size: int, quantize_seconds: float) -> Int8Report:
+    """Top-1 agreement INT8 vs FP32 on real images, and their speed ratio (interleaved, best of 3)."""
+    fp32 = run_batched(lambda x: fp32_session.run(None, {INPUT_NAME: x})[0], pixels, batch_size)
+    int8 = run_batched(lambda x: int8_session.run(None, {INPUT_NAME: x})[0], pixels, batch_size)
+    check = compare_outputs("int8 vs fp32", fp32, int8, tolerance=1.0)
+    timing_batch = pixels[:batch_size]
+    fp32_speed, int8_speed = 0.0, 0.0
+    for _ in range(3):  # interleaved rounds: a busy neighbour slows both, not one
+        fp32_speed = max(fp32_speed, images_per_second(fp32_session, timing_batch, seconds=0.5))
+        int8_speed = max(int8_speed, images_per_second(int8_session, timing_batch, seconds=0.5))
+    return Int8Report(
+        images=len(pixels),
+        top1_agreement=check.top1_agreement,
+        max_abs_diff=check.max_abs_diff,
+        fp32_images_per_s=fp32_speed,
+        int8_images_per_s=int8_speed,
+        batch_size=len(timing_batch),
+        quantize_seconds=quantize_seconds,
+    )

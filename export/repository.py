@@ -1,0 +1,370 @@
+"""The Triton model repository: configs built with Triton's own protobuf schema, labels, versions.
+
+Layout for `--name alexnet`:
+
+    REPO/alexnet/config.pbtxt, labels.txt, <version>/model.onnx        (pixels -> probabilities)
+    REPO/alexnet_int8/...                                                (the same, static INT8)
+    REPO/alexnet_preprocess/config.pbtxt, <version>/model.py, image_preprocessing.py
+    REPO/alexnet_image/config.pbtxt, labels.txt, <version>/             (ensemble: image bytes -> probabilities)
+    REPO/alexnet_trt/config.pbtxt, labels.txt, <version>/model.plan     (`alexnet export tensorrt`)
+
+Configs are ModelConfig messages from the protobuf classes tritonclient ships (the schema Triton
+parses), printed with google.protobuf.text_format, so every file written parses.
+
+Writes are transactional: `RepositoryUpdate` stages every file in a scratch folder next to REPO (same
+file system), and only `commit()` moves them in, by renames: version folders first, then the configs
+(so a polling Triton never sees a config whose files are not there yet). Until then REPO is untouched,
+so a failed check leaves it byte-for-byte as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from export.errors import ExportError
+from export.onnx_export import INPUT_NAME, LABELS_FILE, OUTPUT_NAME
+from training.model_card import ModelCard
+
+CONFIG_FILE = "config.pbtxt"
+DEVICES = ("gpu", "cpu")
+DEFAULT_MAX_BATCH_SIZE = 64
+# Dynamic batching: wait at most this long for more requests before running a batch. Half a
+# millisecond is small beside the ~10 ms a single request takes end to end, and long enough for
+# concurrent clients' requests to meet in one batch, where AlexNet's throughput per image is several
+# times that of batch 1 (`alexnet bench-export`).
+MAX_QUEUE_DELAY_MICROSECONDS = 500
+# Decoding JPEGs is CPU work; a GPU host has cores to spare for it, a CPU-only host needs them for
+# the network.
+PREPROCESS_INSTANCES = {"gpu": 4, "cpu": 1}
+TENSORRT_WORKSPACE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class ModelNames:
+    """Every model name derives from --name."""
+
+    base: str
+
+    @property
+    def onnx(self) -> str:
+        return self.base
+
+    @property
+    def int8(self) -> str:
+        return f"{self.base}_int8"
+
+    @property
+    def preprocess(self) -> str:
+        return f"{self.base}_preprocess"
+
+    @property
+    def image(self) -> str:
+        return f"{self.base}_image"
+
+    @property
+    def trt(self) -> str:
+        return f"{self.base}_trt"
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+
+
+def card_parameters(card: ModelCard) -> dict[str, str]:
+    """The model card facts every served config carries, so clients read them from the server."""
+    return {
+        "image_size": str(card.image_size),
+        "resize_size": str(card.resize_size),
+        "architecture": card.architecture,
+        "dataset": card.dataset,
+        "source_weights_sha256": card.weights_sha256,
+    }
+
+
+def preferred_batch_sizes(max_batch_size: int) -> list[int]:
+    # Run at once when half or a full batch is queued, rather than wait out the delay: that is
+    # where throughput per image levels off; below it the delay decides.
+    return sorted({max(1, max_batch_size // 2), max_batch_size})
+
+
+def _pixels_input(card: ModelCard) -> mc.ModelInput:
+    size = card.image_size
+    return mc.ModelInput(name=INPUT_NAME, data_type=mc.TYPE_UINT8, dims=[size, size, 3])
+
+
+def _probabilities_output(card: ModelCard) -> mc.ModelOutput:
+    return mc.ModelOutput(
+        name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[card.num_classes], label_filename=LABELS_FILE
+    )
+
+
+def _set_parameters(config: mc.ModelConfig, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        config.parameters[key].string_value = value
+
+
+def _add_pixel_model_parts(config: mc.ModelConfig, card: ModelCard, max_batch_size: int, gpu: bool) -> None:
+    """Inputs, outputs, batching, instances, warm-up and parameters shared by the ONNX and plan models."""
+    config.max_batch_size = max_batch_size
+    config.input.append(_pixels_input(card))
+    config.output.append(_probabilities_output(card))
+    config.dynamic_batching.preferred_batch_size.extend(preferred_batch_sizes(max_batch_size))
+    config.dynamic_batching.max_queue_delay_microseconds = MAX_QUEUE_DELAY_MICROSECONDS
+    kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
+    config.instance_group.append(mc.ModelInstanceGroup(kind=kind, count=1))
+    size = card.image_size
+    for batch_size in sorted({1, max_batch_size}):
+        warmup = config.model_warmup.add(name=f"random_pixels_batch_{batch_size}", batch_size=batch_size)
+        warmup.inputs[INPUT_NAME].CopyFrom(
+            mc.ModelWarmup.Input(data_type=mc.TYPE_UINT8, dims=[size, size, 3], random_data=True)
+        )
+    _set_parameters(config, card_parameters(card))
+
+
+def _tensorrt_profile(card: ModelCard, max_batch_size: int) -> dict[str, str]:
+    size = card.image_size
+
+    def shape(batch: int) -> str:
+        return f"{INPUT_NAME}:{batch}x{size}x{size}x3"
+
+    return {
+        "trt_profile_min_shapes": shape(1),
+        "trt_profile_opt_shapes": shape(max_batch_size),
+        "trt_profile_max_shapes": shape(max_batch_size),
+    }
+
+
+def onnx_model_config(
+    name: str, card: ModelCard, *, max_batch_size: int, device: str, fp16: bool = False, int8: bool = False
+) -> mc.ModelConfig:
+    """The `alexnet` (or `alexnet_int8`) model: ONNX Runtime backend, TensorRT accelerator on GPUs."""
+    config = mc.ModelConfig(name=name, platform="onnxruntime_onnx", backend="onnxruntime")
+    gpu = device == "gpu"
+    _add_pixel_model_parts(config, card, max_batch_size, gpu)
+    if gpu:
+        # INT8 models carry their own Q/DQ scales: TensorRT runs them in INT8 (explicit quantization).
+        precision = "INT8" if int8 else ("FP16" if fp16 else "FP32")
+        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        accelerator.parameters["precision_mode"] = precision
+        accelerator.parameters["max_workspace_size_bytes"] = str(TENSORRT_WORKSPACE_BYTES)
+        accelerator.parameters.update(_tensorrt_profile(card, max_batch_size))
+    return config
+
+
+def tensorrt_plan_config(name: str, card: ModelCard, *, max_batch_size: int, fp16: bool) -> mc.ModelConfig:
+    """The `alexnet_trt` model: a serialized TensorRT engine (GPU only)."""
+    config = mc.ModelConfig(name=name, platform="tensorrt_plan", backend="tensorrt")
+    _add_pixel_model_parts(config, card, max_batch_size, gpu=True)
+    config.parameters["precision"].string_value = "FP16" if fp16 else "FP32"
+    return config
+
+
+def preprocess_config(name: str, card: ModelCard, *, max_batch_size: int, device: str) -> mc.ModelConfig:
+    """The Python-backend model: encoded image bytes -> the network's uint8 pixels."""
+    from serving.image_preprocessing import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+
+    size = card.image_size
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
+    config.input.append(mc.ModelInput(name="image", data_type=mc.TYPE_STRING, dims=[1]))
+    config.output.append(mc.ModelOutput(name=INPUT_NAME, data_type=mc.TYPE_UINT8, dims=[size, size, 3]))
+    config.dynamic_batching.SetInParent()  # hands each execute() all queued requests, no waiting
+    config.instance_group.append(
+        mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=PREPROCESS_INSTANCES[device])
+    )
+    _set_parameters(
+        config,
+        {
+            "image_size": str(size),
+            "resize_size": str(card.resize_size),
+            "max_image_bytes": str(MAX_IMAGE_BYTES),
+            "max_image_pixels": str(MAX_IMAGE_PIXELS),
+        },
+    )
+    return config
+
+
+def ensemble_config(names: ModelNames, card: ModelCard, *, max_batch_size: int) -> mc.ModelConfig:
+    """`alexnet_image`: image bytes -> preprocess -> alexnet -> probabilities, with the same labels."""
+    config = mc.ModelConfig(name=names.image, platform="ensemble", max_batch_size=max_batch_size)
+    config.input.append(mc.ModelInput(name="image", data_type=mc.TYPE_STRING, dims=[1]))
+    config.output.append(_probabilities_output(card))
+    steps = config.ensemble_scheduling.step
+    steps.add(
+        model_name=names.preprocess,
+        model_version=-1,
+        input_map={"image": "image"},
+        output_map={INPUT_NAME: "preprocessed_pixels"},
+    )
+    steps.add(
+        model_name=names.onnx,
+        model_version=-1,
+        input_map={INPUT_NAME: "preprocessed_pixels"},
+        output_map={OUTPUT_NAME: OUTPUT_NAME},
+    )
+    _set_parameters(config, card_parameters(card))
+    return config
+
+
+def config_text(config: mc.ModelConfig) -> str:
+    """config.pbtxt text: a comment header explaining the choices, then the message itself."""
+    return _explanation(config) + text_format.MessageToString(config)
+
+
+def parse_config(text: str) -> mc.ModelConfig:
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+def read_config(path: Path) -> mc.ModelConfig:
+    try:
+        return parse_config(path.read_text())
+    except text_format.ParseError as error:
+        raise ExportError(f"{path} does not parse as a Triton model config ({error}): fix or remove it") from error
+
+
+def _explanation(config: mc.ModelConfig) -> str:
+    lines = [f"# Written by `alexnet export`; Triton model configuration for {config.name}."]
+    if config.HasField("dynamic_batching") and config.dynamic_batching.max_queue_delay_microseconds:
+        preferred = list(config.dynamic_batching.preferred_batch_size)
+        lines += [
+            f"# dynamic_batching: a batch runs once {preferred} requests are queued, or after at most "
+            f"{MAX_QUEUE_DELAY_MICROSECONDS} us;",
+            "#   0.5 ms is small beside the ~10 ms of one request end to end and lets concurrent",
+            "#   requests meet in one batch, where AlexNet's images/s are several times batch 1's.",
+        ]
+    for group in config.instance_group:
+        kind = mc.ModelInstanceGroup.Kind.Name(group.kind)
+        lines.append(f"# instance_group: {group.count} x {kind}"
+                     + (" (for CPU-only hosts: export with --device cpu)" if kind == "KIND_GPU" else ""))
+    accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    for accelerator in accelerators:
+        lines.append(
+            f"# {accelerator.name} accelerator: ONNX Runtime hands the graph to TensorRT in "
+            f"{accelerator.parameters['precision_mode']} (--fp16 for FP16), batch profile 1..{config.max_batch_size}"
+        )
+    if config.model_warmup:
+        lines.append("# model_warmup: random pixels at batch 1 and the maximum, so no request pays for set-up")
+    return "\n".join(lines) + "\n"
+
+
+def io_signature(config: mc.ModelConfig) -> dict[str, list[tuple[str, str, tuple[int, ...]]]]:
+    """Names, types and shapes of a config's inputs and outputs (batch axis -1 where batched)."""
+    batch = (-1,) if config.max_batch_size > 0 else ()
+
+    def describe(tensors) -> list[tuple[str, str, tuple[int, ...]]]:
+        return [(t.name, mc.DataType.Name(t.data_type), batch + tuple(t.dims)) for t in tensors]
+
+    return {"inputs": describe(config.input), "outputs": describe(config.output)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Versions and the transactional update
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def choose_version(repository: Path, model_names: list[str], requested: int | None) -> int:
+    """`requested`, if no model already has it; else one above the highest version of these models."""
+    taken = {name: existing_versions(repository / name) for name in model_names}
+    if requested is not None:
+        if requested < 1:
+            raise ExportError(f"--version {requested}: Triton versions are positive integers")
+        clashes = [name for name, versions in taken.items() if requested in versions]
+        if clashes:
+            raise ExportError(
+                f"version {requested} of {', '.join(clashes)} already exists in {repository}: "
+                "pick another --version, or leave it out to add the next one"
+            )
+        return requested
+    return 1 + max((max(versions) for versions in taken.values() if versions), default=0)
+
+
+def labels_text(card: ModelCard) -> str:
+    return "".join(f"{label}\n" for label in card.labels)
+
+
+class RepositoryUpdate:
+    """Files for REPO, staged in a scratch folder beside it; `commit()` moves them in by renames."""
+
+    def __init__(self, repository: Path) -> None:
+        self.repository = repository.resolve()
+        if self.repository.exists() and not self.repository.is_dir():
+            raise ExportError(f"{repository} exists and is not a folder: pass a folder for --repository")
+        self.repository.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(
+            tempfile.mkdtemp(dir=self.repository.parent, prefix=f".{self.repository.name}.staging-")
+        )
+        self._config_order: list[str] = []
+
+    def __enter__(self) -> RepositoryUpdate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def version_dir(self, model: str, version: int) -> Path:
+        path = self.staging / model / str(version)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def add_config(self, config: mc.ModelConfig, card: ModelCard | None = None, *, labels: bool = True) -> None:
+        """Stage config.pbtxt (and labels.txt) for a model, after checking it can replace the served one."""
+        folder = self.staging / config.name
+        folder.mkdir(parents=True, exist_ok=True)
+        text = config_text(config)
+        parse_config(text)  # what we write must parse; cheap, and the tests check it too
+        self._check_compatible(config, card if labels else None)
+        (folder / CONFIG_FILE).write_text(text)
+        if labels and card is not None:
+            (folder / LABELS_FILE).write_text(labels_text(card))
+        self._config_order.append(config.name)
+
+    def _check_compatible(self, config: mc.ModelConfig, card: ModelCard | None) -> None:
+        # Triton has one config per model for all its versions: a new version with other inputs,
+        # outputs or labels would silently break the old ones.
+        served = self.repository / config.name / CONFIG_FILE
+        if not served.is_file():
+            return
+        old, new = io_signature(read_config(served)), io_signature(config)
+        if old != new:
+            raise ExportError(
+                f"{served} serves {old}, this export needs {new}: export under another --name "
+                "or into another --repository (old versions would break with the new config)"
+            )
+        served_labels = self.repository / config.name / LABELS_FILE
+        if card is not None and served_labels.is_file() and served_labels.read_text() != labels_text(card):
+            raise ExportError(
+                f"{served_labels} has other labels than this model: export under another --name "
+                "or into another --repository"
+            )
+
+    def commit(self) -> list[Path]:
+        """Move the staged files into REPO: version folders first, then configs and labels."""
+        self.repository.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        models = [p for p in sorted(self.staging.iterdir()) if p.is_dir()]
+        for staged_model in models:
+            target_model = self.repository / staged_model.name
+            target_model.mkdir(exist_ok=True)
+            for staged_version in sorted(p for p in staged_model.iterdir() if p.is_dir()):
+                target = target_model / staged_version.name
+                if target.exists():
+                    raise ExportError(f"{target} appeared while exporting: another export ran at the same time")
+                os.rename(staged_version, target)
+                written.append(target)
+        for name in self._config_order:
+            for staged_file in sorted(p for p in (self.staging / name).iterdir() if p.is_file()):
+                target = self.repository / name / staged_file.name
+                os.replace(staged_file, target)
+                written.append(target)
+        return written

@@ -1,0 +1,371 @@
+"""Load generator for the served model, and the in-process ONNX Runtime baseline measured in the same run.
+
+Closed loop: `concurrency` clients each keep exactly one batch-1 pixel request in flight (asyncio on
+tritonclient's gRPC or HTTP aio client), so the server's dynamic batcher sees `concurrency` requests at once.
+For each concurrency: images/s and p50/p95/p99 latency over the measured window, after a warm-up.
+
+    report = run_benchmark("127.0.0.1:8001", concurrencies=[1, 16, 64], duration=10,
+                           compare_repository=Path("model_repository"))
+    print(format_report(report))
+
+Figures on a shared machine are noisy: compare the served and in-process numbers of one run (the ratios),
+not numbers from different runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from serving.client import PIXELS, PROBABILITIES, TritonClassifier
+from serving.errors import ServingError
+
+INPROCESS_BATCHES = (1, 64)
+
+
+@dataclass(frozen=True)
+class Latency:
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Latency:
+        if not seconds:
+            return cls(float("nan"), float("nan"), float("nan"), float("nan"))
+        ms = np.asarray(seconds) * 1000.0
+        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+        return cls(float(p50), float(p95), float(p99), float(ms.mean()))
+
+
+@dataclass(frozen=True)
+class ServedResult:
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    images_per_second: float
+    latency: Latency
+
+
+@dataclass(frozen=True)
+class InProcessResult:
+    batch_size: int
+    runs: int
+    seconds: float
+    images_per_second: float
+    latency: Latency
+
+
+@dataclass
+class BenchReport:
+    url: str
+    protocol: str
+    model: str
+    image_size: int
+    duration_s: float
+    machine: dict
+    rounds: int = 1
+    served: list[ServedResult] = field(default_factory=list)
+    inprocess: list[InProcessResult] = field(default_factory=list)
+    ratios: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def machine_facts() -> dict:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {
+        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "load_average_1m_at_start": round(load[0], 2),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+# -- served ------------------------------------------------------------------------------------------------
+
+
+def _aio_module(protocol: str):
+    if protocol == "grpc":
+        import tritonclient.grpc.aio as module
+    elif protocol == "http":
+        import tritonclient.http.aio as module
+    else:
+        raise ServingError(f"unknown protocol {protocol!r}: use grpc or http")
+    return module
+
+
+async def _closed_loop(
+    url: str, protocol: str, model: str, pixels: np.ndarray, concurrency: int, warmup: float, duration: float
+) -> ServedResult:
+    module = _aio_module(protocol)
+    client = (
+        module.InferenceServerClient(url)
+        if protocol == "grpc"
+        else module.InferenceServerClient(url, conn_limit=concurrency)
+    )
+    latencies: list[float] = []
+    errors = 0
+    started = time.perf_counter()
+    window_start, window_end = started + warmup, started + warmup + duration
+
+    def request_parts():
+        infer_input = module.InferInput(PIXELS, list(pixels.shape), "UINT8")
+        infer_input.set_data_from_numpy(pixels)
+        return [infer_input], [module.InferRequestedOutput(PROBABILITIES)]
+
+    async def one_client() -> None:
+        nonlocal errors
+        inputs, outputs = request_parts()
+        while True:
+            sent = time.perf_counter()
+            if sent >= window_end:
+                return  # the requests still in flight at the end finish after the window and do not count
+            try:
+                await client.infer(model, inputs, outputs=outputs)
+                failed = False
+            except Exception:  # counted, not raised: one failed request must not end the measurement
+                failed = True
+            done = time.perf_counter()
+            if window_start <= done <= window_end:  # throughput counts completions in the window
+                if failed:
+                    errors += 1
+                else:
+                    latencies.append(done - sent)
+
+    try:
+        await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    finally:
+        await client.close()
+    return ServedResult(
+        concurrency=concurrency,
+        requests=len(latencies),
+        errors=errors,
+        seconds=duration,
+        images_per_second=len(latencies) * pixels.shape[0] / duration,
+        latency=Latency.of(latencies),
+    )
+
+
+def measure_served(
+    url: str,
+    *,
+    protocol: str = "grpc",
+    model: str = "alexnet",
+    concurrency: int,
+    duration: float,
+    warmup: float = 2.0,
+    image_size: int | None = None,
+) -> ServedResult:
+    """Closed-loop load of batch-1 pixel requests at `concurrency`; requests completed inside the window count."""
+    if image_size is None:
+        image_size = TritonClassifier(url, protocol=protocol, model=model).model_info().image_size
+    pixels = np.random.default_rng(0).integers(0, 256, (1, image_size, image_size, 3), dtype=np.uint8)
+    return asyncio.run(_closed_loop(url, protocol, model, pixels, concurrency, warmup, duration))
+
+
+# -- in-process --------------------------------------------------------------------------------------------
+
+
+def served_onnx_file(repository: Path, model: str) -> Path:
+    """The ONNX file the server runs for `model`: the newest version folder's model.onnx."""
+    model_dir = Path(repository) / model
+    versions = sorted(
+        (p for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    )
+    if not versions or not (versions[-1] / "model.onnx").is_file():
+        raise ServingError(
+            f"no {model}/<version>/model.onnx in {repository}: pass the repository the server runs "
+            "(`alexnet export onnx --repository ...`)"
+        )
+    return versions[-1] / "model.onnx"
+
+
+def measure_inprocess(
+    session, *, batch_size: int, image_size: int, duration: float, input_name: str = PIXELS
+) -> InProcessResult:
+    """Run one batch size back to back for `duration` seconds (after one untimed run)."""
+    batch = np.random.default_rng(0).integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8)
+    session.run(None, {input_name: batch})
+    latencies: list[float] = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < duration or len(latencies) < 3:
+        sent = time.perf_counter()
+        session.run(None, {input_name: batch})
+        latencies.append(time.perf_counter() - sent)
+    elapsed = sum(latencies)
+    return InProcessResult(
+        batch_size=batch_size,
+        runs=len(latencies),
+        seconds=elapsed,
+        images_per_second=batch_size * len(latencies) / elapsed,
+        latency=Latency.of(latencies),
+    )
+
+
+def inprocess_session(onnx_file: Path):
+    """ONNX Runtime exactly as the local server's substitute model creates it (same factory, same threads)."""
+    from serving.onnx_session import create_session
+
+    return create_session(onnx_file, device="auto")
+
+
+# -- the whole run -----------------------------------------------------------------------------------------
+
+
+def run_benchmark(
+    url: str,
+    *,
+    protocol: str = "grpc",
+    model: str = "alexnet",
+    concurrencies: list[int],
+    duration: float,
+    warmup: float = 2.0,
+    compare_repository: Path | None = None,
+    inprocess_batches: tuple[int, ...] = INPROCESS_BATCHES,
+    rounds: int = 1,
+    progress=print,
+) -> BenchReport:
+    """Concurrency sweep against the server, then (optionally) the in-process baseline, and their ratios.
+
+    With rounds > 1 the sweep and the baseline alternate `rounds` times and each point reports the median
+    of its rounds: on a shared machine the load drifts, and alternating spreads the drift over both sides.
+    """
+    classifier = TritonClassifier(url, protocol=protocol, model=model)
+    try:
+        classifier.wait_until_ready(timeout=30)
+        info = classifier.model_info()
+    finally:
+        classifier.close()
+    report = BenchReport(url, protocol, model, info.image_size, duration, machine_facts(), rounds=rounds)
+    session = input_name = None
+    if compare_repository is not None:
+        session = inprocess_session(served_onnx_file(compare_repository, model))
+        input_name = session.get_inputs()[0].name
+    served_runs: dict[int, list[ServedResult]] = {c: [] for c in concurrencies}
+    inprocess_runs: dict[int, list[InProcessResult]] = {b: [] for b in inprocess_batches}
+    for round_index in range(rounds):
+        prefix = f"[{round_index + 1}/{rounds}] " if rounds > 1 else ""
+        for concurrency in concurrencies:
+            result = measure_served(
+                url,
+                protocol=protocol,
+                model=model,
+                concurrency=concurrency,
+                duration=duration,
+                warmup=warmup,
+                image_size=info.image_size,
+            )
+            progress(
+                f"{prefix}served     c={concurrency:<4} {_describe(result.images_per_second, result.latency)}"
+                + (f"  errors {result.errors}" if result.errors else "")
+            )
+            served_runs[concurrency].append(result)
+        if session is not None:
+            for batch_size in inprocess_batches:
+                result = measure_inprocess(
+                    session,
+                    batch_size=batch_size,
+                    image_size=info.image_size,
+                    duration=duration,
+                    input_name=input_name,
+                )
+                progress(
+                    f"{prefix}in-process b={batch_size:<4} {_describe(result.images_per_second, result.latency)}"
+                )
+                inprocess_runs[batch_size].append(result)
+    report.served = [_median_served(runs) for runs in served_runs.values()]
+    report.inprocess = [_median_inprocess(runs) for runs in inprocess_runs.values() if runs]
+    report.ratios = compare(report)
+    return report
+
+
+def _median_latency(latencies: list[Latency]) -> Latency:
+    return Latency(
+        *(
+            float(np.median([getattr(item, name) for item in latencies]))
+            for name in ("p50_ms", "p95_ms", "p99_ms", "mean_ms")
+        )
+    )
+
+
+def _median_served(runs: list[ServedResult]) -> ServedResult:
+    if len(runs) == 1:
+        return runs[0]
+    return ServedResult(
+        concurrency=runs[0].concurrency,
+        requests=sum(run.requests for run in runs),
+        errors=sum(run.errors for run in runs),
+        seconds=sum(run.seconds for run in runs),
+        images_per_second=float(np.median([run.images_per_second for run in runs])),
+        latency=_median_latency([run.latency for run in runs]),
+    )
+
+
+def _median_inprocess(runs: list[InProcessResult]) -> InProcessResult:
+    if len(runs) == 1:
+        return runs[0]
+    return InProcessResult(
+        batch_size=runs[0].batch_size,
+        runs=sum(run.runs for run in runs),
+        seconds=sum(run.seconds for run in runs),
+        images_per_second=float(np.median([run.images_per_second for run in runs])),
+        latency=_median_latency([run.latency for run in runs]),
+    )
+
+
+def _describe(images_per_second: float, latency: Latency) -> str:
+    return (
+        f"{images_per_second:8.1f} images/s   p50 {latency.p50_ms:7.1f} ms   p95 {latency.p95_ms:7.1f} ms   "
+        f"p99 {latency.p99_ms:7.1f} ms"
+    )
+
+
+def compare(report: BenchReport) -> dict:
+    """Served c=max vs in-process b=max throughput; served c=1 p99 vs in-process b=1 median."""
+    served = {result.concurrency: result for result in report.served}
+    inprocess = {result.batch_size: result for result in report.inprocess}
+    ratios: dict = {}
+    if served and inprocess:
+        top_c, top_b = max(served), max(inprocess)
+        ratios[f"served_c{top_c}_vs_inprocess_b{top_b}_throughput"] = round(
+            served[top_c].images_per_second / inprocess[top_b].images_per_second, 3
+        )
+        if 1 in served and 1 in inprocess:
+            ratios["served_c1_p99_vs_inprocess_b1_median_latency"] = round(
+                served[1].latency.p99_ms / inprocess[1].latency.p50_ms, 3
+            )
+    return ratios
+
+
+def format_report(report: BenchReport) -> str:
+    lines = [
+        f"{report.model} over {report.protocol} at {report.url}, batch-1 pixel requests "
+        f"({report.image_size}x{report.image_size}), {report.duration_s:g}s per point"
+        f"{f' x {report.rounds} rounds (medians)' if report.rounds > 1 else ''}, "
+        f"{report.machine['cpu_cores']} cores, load {report.machine['load_average_1m_at_start']} at start"
+    ]
+    lines.append(f"{'':12}{'images/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
+    for result in report.served:
+        lines.append(_row(f"served c={result.concurrency}", result.images_per_second, result.latency))
+    for result in report.inprocess:
+        lines.append(_row(f"in-proc b={result.batch_size}", result.images_per_second, result.latency))
+    for name, value in report.ratios.items():
+        lines.append(f"{name}: {value:.3f}")
+    return "\n".join(lines)
+
+
+def _row(name: str, images_per_second: float, latency: Latency) -> str:
+    return (
+        f"{name:<12}{images_per_second:>10.1f}{latency.p50_ms:>10.1f}{latency.p95_ms:>10.1f}"
+        f"{latency.p99_ms:>10.1f}"
+    )

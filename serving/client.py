@@ -1,0 +1,376 @@
+"""The Python client of the served AlexNet: `alexnet classify`, the demo and the tests all use it.
+
+    classifier = TritonClassifier("127.0.0.1:8001")          # gRPC; protocol="http" for 127.0.0.1:8000
+    classifier.wait_until_ready(timeout=60)
+    for prediction in classifier.classify_files(["cat.jpg"], top_k=5)[0]:
+        print(prediction.label, prediction.score)
+
+Labels come from the server (Triton's classification extension answers "score:index:label"), and the input
+size from the served config's parameters, so the client never restates what the model card says.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.errors import ServingError
+from serving.image_preprocessing import ImageError, prepare_image
+
+PROTOCOLS = ("grpc", "http")
+DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+PIXELS, IMAGE, PROBABILITIES = "pixels", "image", "probabilities"
+SEND_MODES = ("pixels", "bytes")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    score: float
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What a client needs to know about the served model, read from the live server."""
+
+    name: str
+    version: str
+    image_size: int
+    resize_size: int
+    labels: list[str]
+    max_batch_size: int
+    architecture: str
+    dataset: str
+
+
+class InferenceRejected(ServingError):
+    """The server refused or failed one request; `status` is Triton's code (INVALID_ARG, INTERNAL, ...)."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def image_model_name(model: str) -> str:
+    """The ensemble that takes encoded image bytes for `model`."""
+    return f"{model}_image"
+
+
+def parse_classification(entry: bytes | str) -> Prediction:
+    """One "score:index:label" string of Triton's classification extension."""
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    score, index, label = text.split(":", 2)
+    return Prediction(label=label, index=int(index), score=float(score))
+
+
+def _status_name(error: Exception) -> str:
+    """Triton's status code of a tritonclient error, the same name over gRPC and HTTP."""
+    status = str(error.status() or "") if hasattr(error, "status") else ""
+    by_status = {
+        "StatusCode.INVALID_ARGUMENT": "INVALID_ARG",
+        "400": "INVALID_ARG",
+        "StatusCode.INTERNAL": "INTERNAL",
+        "500": "INTERNAL",
+        "StatusCode.UNAVAILABLE": "UNAVAILABLE",
+        "503": "UNAVAILABLE",
+        "StatusCode.NOT_FOUND": "NOT_FOUND",
+        "404": "NOT_FOUND",
+        "StatusCode.UNIMPLEMENTED": "UNSUPPORTED",
+        "StatusCode.DEADLINE_EXCEEDED": "TIMEOUT",
+    }
+    return by_status.get(status, status or "UNKNOWN")
+
+
+def _error_message(error: Exception) -> str:
+    return error.message() if hasattr(error, "message") and callable(error.message) else str(error)
+
+
+def _is_refused(error: Exception) -> bool:
+    text = _error_message(error).lower()
+    return isinstance(error, ConnectionError) or any(
+        marker in text for marker in ("failed to connect", "connection refused", "connect failed")
+    )
+
+
+class TritonClassifier:
+    """Classify images with the AlexNet a Triton server serves (gRPC or HTTP). Thread-safe."""
+
+    def __init__(
+        self, url: str | None = None, *, protocol: str = "grpc", model: str = "alexnet", timeout: float = 30.0
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ServingError(f"unknown protocol {protocol!r}: use grpc or http")
+        self.protocol = protocol
+        self.url = _strip_scheme(url or DEFAULT_URLS[protocol])
+        self.model = model
+        self.timeout = timeout
+        self._local = threading.local()  # the HTTP client is not thread-safe: one per thread
+        self._clients: list = []
+        self._lock = threading.Lock()
+        self._info: ServedModel | None = None
+        self._max_batch: dict[str, int] = {}
+
+    # -- transport ---------------------------------------------------------------------------------------
+
+    @property
+    def _module(self):
+        if self.protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+        return module
+
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self.protocol == "grpc":
+                with self._lock:  # the gRPC client is thread-safe: share one channel
+                    if not self._clients:
+                        self._clients.append(self._module.InferenceServerClient(self.url))
+                    client = self._clients[0]
+            else:
+                client = self._module.InferenceServerClient(
+                    self.url, connection_timeout=self.timeout, network_timeout=self.timeout
+                )
+                with self._lock:
+                    self._clients.append(client)
+            self._local.client = client
+        return client
+
+    def _refused(self) -> ServingError:
+        port_hint = "8001 for gRPC" if self.protocol == "grpc" else "8000 for HTTP"
+        return ServingError(
+            f"no Triton server answers at {self.url} ({self.protocol}): start one with "
+            f"`alexnet serve --repository model_repository`, or point --url at yours (default port {port_hint})"
+        )
+
+    def _call(self, what: str, function, *args, **kwargs):
+        """Run one tritonclient call, turning its errors into ServingError that say what to do."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return function(*args, **kwargs)
+        except InferenceServerException as error:
+            if _is_refused(error) and _status_name(error) in ("UNAVAILABLE", "UNKNOWN"):
+                raise self._refused() from error
+            status = _status_name(error)
+            raise InferenceRejected(f"{what} failed ({status}): {_error_message(error)}", status) from error
+        except (ConnectionError, OSError) as error:
+            raise self._refused() from error
+
+    # -- health and metadata -----------------------------------------------------------------------------
+
+    def is_ready(self) -> bool:
+        """Server live and the model ready; False (no exception) when nothing answers."""
+        try:
+            client = self._client()
+            return bool(client.is_server_live() and client.is_model_ready(self.model))
+        except Exception:  # refused, reset, timed out: all mean "not ready"
+            return False
+
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
+        """Poll until the model is ready; ServingError that says why not after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        live = False
+        while True:
+            try:
+                client = self._client()
+                live = bool(client.is_server_live())
+                if live and client.is_model_ready(self.model):
+                    return
+            except Exception:
+                live = False
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+        if not live:
+            raise self._refused()
+        raise ServingError(
+            f"the server at {self.url} answers, but model {self.model!r} is not ready after {timeout:.0f}s: "
+            f"check the server's log, or pick a served model with --model"
+        )
+
+    def _config(self, model: str) -> dict:
+        client = self._client()
+        if self.protocol == "grpc":
+            response = self._call(f"reading {model}'s config", client.get_model_config, model, as_json=True)
+            return response["config"]
+        return self._call(f"reading {model}'s config", client.get_model_config, model)
+
+    def model_config(self, model: str | None = None) -> dict:
+        """The live config of `model` (default: this classifier's), as Triton's JSON."""
+        return self._config(model or self.model)
+
+    def max_batch_size(self, model: str) -> int:
+        if model not in self._max_batch:
+            self._max_batch[model] = int(self._config(model).get("max_batch_size", 0))
+        return self._max_batch[model]
+
+    def model_info(self) -> ServedModel:
+        """Input size, labels and batch limit of the served model (read once, then cached)."""
+        if self._info is None:
+            config = self._config(self.model)
+            parameters = {
+                key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()
+            }
+            missing = [key for key in ("image_size", "resize_size") if not parameters.get(key)]
+            if missing:
+                raise ServingError(
+                    f"model {self.model!r} has no {', '.join(missing)} parameter in its config: re-export it "
+                    "with `alexnet export onnx`"
+                )
+            image_size = int(parameters["image_size"])
+            (output,) = config["output"]
+            num_classes = int(output["dims"][-1])
+            self._max_batch[self.model] = int(config.get("max_batch_size", 0))
+            self._info = ServedModel(
+                name=self.model,
+                version=self._ready_version(),
+                image_size=image_size,
+                resize_size=int(parameters["resize_size"]),
+                labels=self._labels(image_size, num_classes),
+                max_batch_size=int(config.get("max_batch_size", 0)),
+                architecture=parameters.get("architecture", ""),
+                dataset=parameters.get("dataset", ""),
+            )
+        return self._info
+
+    def _ready_version(self) -> str:
+        metadata = self._call("reading model metadata", self._client().get_model_metadata, self.model)
+        versions = metadata["versions"] if isinstance(metadata, dict) else list(metadata.versions)
+        return str(max(versions, key=int)) if versions else ""
+
+    def _labels(self, image_size: int, num_classes: int) -> list[str]:
+        """Every label, in index order: one classification request with class_count = number of classes."""
+        blank = np.zeros((1, image_size, image_size, 3), dtype=np.uint8)
+        (ranked,) = self._infer(self.model, PIXELS, blank, top_k=num_classes)
+        labels = [""] * num_classes
+        for prediction in ranked:
+            labels[prediction.index] = prediction.label
+        return labels
+
+    # -- inference ---------------------------------------------------------------------------------------
+
+    def _infer(self, model: str, input_name: str, batch: np.ndarray, top_k: int) -> list[list[Prediction]]:
+        module = self._module
+        datatype = "BYTES" if batch.dtype == np.object_ else _triton_dtype(batch.dtype)
+        infer_input = module.InferInput(input_name, list(batch.shape), datatype)
+        infer_input.set_data_from_numpy(batch)
+        output = module.InferRequestedOutput(PROBABILITIES, class_count=top_k)
+        client = self._client()
+        timeout = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        result = self._call(
+            f"{model} inference", client.infer, model, [infer_input], outputs=[output], **timeout
+        )
+        ranked = result.as_numpy(PROBABILITIES)
+        return [
+            [parse_classification(entry) for entry in np.atleast_1d(row)]
+            for row in ranked.reshape(len(batch), -1)
+        ]
+
+    def _infer_chunked(
+        self, model: str, input_name: str, batch: np.ndarray, top_k: int
+    ) -> list[list[Prediction]]:
+        limit = self.max_batch_size(model) or len(batch)
+        results: list[list[Prediction]] = []
+        for start in range(0, len(batch), max(1, limit)):
+            results.extend(self._infer(model, input_name, batch[start : start + limit], top_k))
+        return results
+
+    def classify_pixels(self, pixels: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:
+        """Top-k predictions for uint8 [N, S, S, 3] RGB pixels at the model's size (chunked by max batch size)."""
+        pixels = np.asarray(pixels)
+        if pixels.ndim == 3:
+            pixels = pixels[np.newaxis]
+        if len(pixels) == 0:
+            return []
+        return self._infer_chunked(self.model, PIXELS, np.ascontiguousarray(pixels), top_k)
+
+    def classify_bytes(self, images: Sequence[bytes], top_k: int = 5) -> list[list[Prediction]]:
+        """Top-k predictions for encoded JPEG/PNG/WebP files, decoded and resized by the server."""
+        if not images:
+            return []
+        batch = np.empty((len(images), 1), dtype=np.object_)
+        for row, data in enumerate(images):
+            batch[row, 0] = bytes(data)
+        return self._infer_chunked(image_model_name(self.model), IMAGE, batch, top_k)
+
+    def prepare_files(self, paths: Iterable[str | Path]) -> np.ndarray:
+        """Decode and resize image files on the client, exactly as the model was evaluated: uint8 [N, S, S, 3]."""
+        info = self.model_info()
+        arrays = []
+        for path in paths:
+            try:
+                data = Path(path).read_bytes()
+                arrays.append(prepare_image(data, resize_size=info.resize_size, image_size=info.image_size))
+            except OSError as error:
+                raise ServingError(f"cannot read {path}: {error.strerror or error}") from error
+            except ImageError as error:
+                raise ServingError(f"{path}: {error}") from error
+        return np.stack(arrays) if arrays else np.zeros((0, info.image_size, info.image_size, 3), np.uint8)
+
+    def classify_files(
+        self, paths: Sequence[str | Path], top_k: int = 5, send: str = "pixels"
+    ) -> list[list[Prediction]]:
+        """Top-k predictions per file. send="pixels" resizes here; send="bytes" lets the server decode."""
+        if send not in SEND_MODES:
+            raise ServingError(f"unknown send mode {send!r}: use pixels or bytes")
+        if send == "pixels":
+            return self.classify_pixels(self.prepare_files(paths), top_k)
+        contents = []
+        for path in paths:
+            try:
+                contents.append(Path(path).read_bytes())
+            except OSError as error:
+                raise ServingError(f"cannot read {path}: {error.strerror or error}") from error
+        try:
+            return self.classify_bytes(contents, top_k)
+        except InferenceRejected as error:
+            if error.status != "INVALID_ARG" or len(contents) == 1:
+                raise
+            return self._blame_file(paths, contents, top_k, error)
+
+    def _blame_file(self, paths, contents, top_k, batch_error: InferenceRejected) -> list[list[Prediction]]:
+        """A batch failed: resend one by one to name the file the server rejected."""
+        results = []
+        for path, data in zip(paths, contents, strict=True):
+            try:
+                results.extend(self.classify_bytes([data], top_k))
+            except InferenceRejected as error:
+                raise InferenceRejected(f"{path}: {error}", error.status) from error
+        raise batch_error
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:  # closing a broken connection must not hide the real error
+                pass
+        self._local = threading.local()
+
+    def __enter__(self) -> TritonClassifier:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _strip_scheme(url: str) -> str:
+    for scheme in ("http://", "https://", "grpc://"):
+        if url.startswith(scheme):
+            return url[len(scheme) :]
+    return url
+
+
+def _triton_dtype(dtype: np.dtype) -> str:
+    from tritonclient.utils import np_to_triton_dtype
+
+    return np_to_triton_dtype(np.dtype(dtype))

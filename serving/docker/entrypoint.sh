@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The production image's entry point: check the model repository, optionally build the TensorRT plan
+# (first start only; cached on a volume), then exec Triton with strict model control.
+#
+#   entrypoint.sh [TRITONSERVER_FLAGS...]   serve (extra flags go to tritonserver as they are)
+#   entrypoint.sh build-plan                build or find the cached plan, print its repository, exit
+#   entrypoint.sh check                     check the model repository, exit
+#   entrypoint.sh COMMAND...                run anything else (a shell, for debugging)
+#
+# Settings (environment; the Dockerfile and serving/k8s/deployment.yaml set the same names):
+#   ALEXNET_MODEL_REPOSITORY  the repository baked into the image, or mounted over it
+#   ALEXNET_MODEL_NAME        the ONNX model the plan is built from (`alexnet export onnx --name`)
+#   ALEXNET_TRT_PLAN          off | build: serve <name>_trt too, built here at first start
+#   ALEXNET_TRT_PRECISION     fp16 | fp32 for the plan
+#   ALEXNET_CACHE_DIR         where plans are cached: mount a volume here
+#   ALEXNET_HTTP_PORT, ALEXNET_GRPC_PORT, ALEXNET_METRICS_PORT
+#   ALEXNET_ADMIN_KEY         the value of the alexnet-admin-key header that unlocks the restricted APIs
+#                             (random per start when unset, which keeps them closed)
+#   ALEXNET_EXIT_TIMEOUT_SECS how long SIGTERM waits for in-flight requests
+#   ALEXNET_DRY_RUN=1         print the tritonserver command instead of running it
+set -euo pipefail
+
+MODEL_REPOSITORY="${ALEXNET_MODEL_REPOSITORY:-/opt/alexnet/model_repository}"
+MODEL_NAME="${ALEXNET_MODEL_NAME:-alexnet}"
+TRT_PLAN="${ALEXNET_TRT_PLAN:-off}"
+TRT_PRECISION="${ALEXNET_TRT_PRECISION:-fp16}"
+CACHE_DIR="${ALEXNET_CACHE_DIR:-/var/cache/alexnet}"
+HTTP_PORT="${ALEXNET_HTTP_PORT:-8000}"
+GRPC_PORT="${ALEXNET_GRPC_PORT:-8001}"
+METRICS_PORT="${ALEXNET_METRICS_PORT:-8002}"
+EXIT_TIMEOUT_SECS="${ALEXNET_EXIT_TIMEOUT_SECS:-30}"
+ADMIN_HEADER="alexnet-admin-key"
+# Nobody outside needs these: the repository index and load/unload, shared-memory registration, trace and
+# log settings. They answer only to the admin header (the same list `alexnet serve` restricts).
+RESTRICTED_APIS="model-repository,shared-memory,trace,logging"
+PLAN_TOOL="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/trt_plan.py"
+
+fail() {
+    echo "error: $*" >&2
+    exit 2
+}
+
+check_repository() {
+    python3 "${PLAN_TOOL}" check --repository "${MODEL_REPOSITORY}"
+}
+
+build_plan() {
+    python3 "${PLAN_TOOL}" build --repository "${MODEL_REPOSITORY}" --model "${MODEL_NAME}" \
+        --cache "${CACHE_DIR}" --precision "${TRT_PRECISION}"
+}
+
+serve() {
+    local repositories=("--model-repository=${MODEL_REPOSITORY}")
+    local plan_repository admin_key
+    check_repository
+    case "${TRT_PLAN}" in
+        off) ;;
+        build)
+            plan_repository="$(build_plan)"
+            repositories+=("--model-repository=${plan_repository}")
+            ;;
+        *) fail "ALEXNET_TRT_PLAN must be off or build, not '${TRT_PLAN}'" ;;
+    esac
+    admin_key="${ALEXNET_ADMIN_KEY:-$(python3 -c 'import secrets; print(secrets.token_hex(16))')}"
+    local restricted="${RESTRICTED_APIS}:${ADMIN_HEADER}=${admin_key}"
+    local command=(
+        tritonserver
+        "${repositories[@]}"
+        --model-control-mode=none
+        --strict-readiness=true
+        --exit-on-error=true
+        --disable-auto-complete-config
+        --http-port="${HTTP_PORT}"
+        --grpc-port="${GRPC_PORT}"
+        --metrics-port="${METRICS_PORT}"
+        --allow-metrics=true
+        --http-restricted-api="${restricted}"
+        --grpc-restricted-protocol="${restricted}"
+        --exit-timeout-secs="${EXIT_TIMEOUT_SECS}"
+        --log-format=ISO8601
+        "$@"
+    )
+    if [[ "${ALEXNET_DRY_RUN:-0}" == "1" ]]; then
+        printf '%s\n' "${command[@]}"
+        return 0
+    fi
+    echo "alexnet: starting Triton on ${MODEL_REPOSITORY} (HTTP ${HTTP_PORT}, gRPC ${GRPC_PORT}, metrics ${METRICS_PORT})" >&2
+    exec "${command[@]}"
+}
+
+case "${1:-}" in
+    build-plan)
+        check_repository
+        build_plan
+        ;;
+    check) check_repository ;;
+    "" | -*) serve "$@" ;;
+    *) exec "$@" ;;
+esac

@@ -1,0 +1,451 @@
+"""The local Triton Inference Server: the real `tritonserver` binary from the nvidia-pytriton wheel, run directly.
+
+Start-up works on a scratch copy of the model repository. Models whose backend this server lacks
+(`onnxruntime`, `tensorrt_plan`) become Python-backend models running the same ONNX file with ONNX Runtime
+(source in serving/triton_models/), with the exported config otherwise unchanged; the preprocessing model
+and the ensemble run as exported. See DESIGN.md, "Real components, and how they start".
+
+    with TritonServer(Path("model_repository"), http_port=free_port(), grpc_port=free_port(),
+                      metrics_port=free_port()) as server:
+        TritonClassifier(server.grpc_url).classify_files(["cat.jpg"])
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from serving.errors import ServingError
+from serving.onnx_session import gpu_available, tensorrt_available, usable_cpu_count
+from serving.triton_models import ONNX_SUBSTITUTE, SETTINGS_FILE
+
+CONFIG_FILE = "config.pbtxt"
+SUBSTITUTED_BACKENDS = ("onnxruntime", "tensorrt")  # backends the wheel's server does not ship
+ONNX_PLATFORMS = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt"}
+ADMIN_HEADER = "alexnet-admin-key"
+# Endpoints nobody needs from outside: repository index/load/unload, shared-memory registration, trace and
+# log settings. They answer only with the admin header, whose value is a random secret per start.
+RESTRICTED_ENDPOINTS = ("model-repository", "shared-memory", "trace", "logging")
+STOP_GRACE_SECONDS = 15.0
+LOG_TAIL_LINES = 200
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on right now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Where the nvidia-pytriton wheel keeps the server, its Python backend and its libraries."""
+
+    root: Path
+
+    @classmethod
+    def find(cls) -> Distribution:
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise ServingError("nvidia-pytriton is not installed: run `make setup` (it ships tritonserver)")
+        return cls(Path(next(iter(spec.submodule_search_locations))))
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "tritonserver" / "bin" / "tritonserver"
+
+    @property
+    def python_backend(self) -> Path:
+        return self.root / "tritonserver" / "backends" / "python"
+
+    @property
+    def stub(self) -> Path:
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        return self.root / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub"
+
+    @property
+    def libs(self) -> Path:
+        return self.root.parent / "nvidia_pytriton.libs"
+
+
+def read_config(model_dir: Path) -> model_config_pb2.ModelConfig:
+    path = model_dir / CONFIG_FILE
+    try:
+        return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    except text_format.ParseError as error:
+        raise ServingError(
+            f"{path} is not a valid Triton model config ({error}): re-run `alexnet export onnx`"
+        )
+
+
+def write_config(model_dir: Path, config: model_config_pb2.ModelConfig) -> None:
+    (model_dir / CONFIG_FILE).write_text(text_format.MessageToString(config))
+
+
+def engine_backend(config: model_config_pb2.ModelConfig) -> str:
+    """The backend a config asks for, whether it names a backend or a platform."""
+    return config.backend or ONNX_PLATFORMS.get(config.platform, config.platform)
+
+
+@dataclass(frozen=True)
+class SubstituteSettings:
+    """How the generated Python-backend models run ONNX Runtime on this machine."""
+
+    gpu: bool
+    tensorrt: bool
+    cores: int
+    allow_spinning: bool = False  # spinning threads would steal the cores the gRPC/HTTP threads need
+
+    @classmethod
+    def for_this_machine(cls) -> SubstituteSettings:
+        gpu = gpu_available()
+        return cls(gpu=gpu, tensorrt=gpu and tensorrt_available(), cores=usable_cpu_count())
+
+
+def _link_tree(source: Path, destination: Path) -> None:
+    """Mirror a model folder with symlinks (model files can be hundreds of MB); configs are rewritten later."""
+    shutil.copytree(source, destination, symlinks=False, copy_function=os.symlink)
+
+
+def _version_dirs(model_dir: Path) -> list[Path]:
+    return sorted(path for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit())
+
+
+def _substitute(
+    model_dir: Path,
+    config: model_config_pb2.ModelConfig,
+    settings: SubstituteSettings,
+    onnx_source: Path | None,
+) -> str:
+    """Turn an onnxruntime/tensorrt_plan model folder into the Python-backend model running its ONNX file."""
+    source_backend = engine_backend(config)
+    onnx_name = config.default_model_filename if source_backend == "onnxruntime" else ""
+    onnx_name = onnx_name or "model.onnx"
+    fp16 = any(
+        accelerator.parameters.get("precision_mode", "").upper() == "FP16"
+        for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator
+    )
+    config.ClearField("platform")
+    config.backend = "python"
+    config.ClearField("default_model_filename")
+    config.optimization.ClearField(
+        "execution_accelerators"
+    )  # the onnxruntime backend's; ONNX Runtime EPs here
+    if config.optimization.ByteSize() == 0:
+        config.ClearField("optimization")
+    instances = sum(max(1, group.count) for group in config.instance_group) or 1
+    if not settings.gpu:
+        for group in config.instance_group:
+            group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
+            group.ClearField("gpus")
+    threads = max(1, settings.cores // instances)
+    for version_dir in _version_dirs(model_dir):
+        onnx_file = onnx_source or version_dir / onnx_name
+        if not onnx_file.is_file():
+            raise ServingError(f"{onnx_file} is missing: re-run `alexnet export onnx`")
+        shutil.copyfile(ONNX_SUBSTITUTE, version_dir / "model.py")
+        shutil.copyfile(Path(__file__).with_name("onnx_session.py"), version_dir / "onnx_session.py")
+        substitute = {
+            "source_backend": source_backend,
+            "onnx_file": onnx_file.name if onnx_source is None else str(onnx_source),
+            "device": "gpu" if settings.gpu else "cpu",
+            "intra_op_threads": threads,
+            "allow_spinning": settings.allow_spinning,
+            "tensorrt": settings.tensorrt,
+            "fp16": fp16 or source_backend == "tensorrt",
+            "tensorrt_cache_dir": str(version_dir / "tensorrt_cache"),
+        }
+        (version_dir / SETTINGS_FILE).write_text(json.dumps(substitute, indent=2))
+    write_config(model_dir, config)
+    provider = ("TensorRT" if settings.tensorrt else "CUDA") if settings.gpu else "CPU"
+    return (
+        f"{config.name}: {source_backend} backend not in the local server; served by ONNX Runtime "
+        f"({provider} execution provider, {instances} instance(s) x {threads} thread(s)) in the Python backend"
+    )
+
+
+def prepare_repository(
+    repository: Path,
+    destination: Path,
+    *,
+    serve_int8: bool = False,
+    settings: SubstituteSettings | None = None,
+) -> list[str]:
+    """Copy `repository` to `destination` in the form this server can run; returns one note per change."""
+    repository = Path(repository).resolve()
+    if not repository.is_dir():
+        raise ServingError(f"no model repository at {repository}: create one with `alexnet export onnx`")
+    model_dirs = sorted(path for path in repository.iterdir() if (path / CONFIG_FILE).is_file())
+    if not model_dirs:
+        raise ServingError(
+            f"{repository} holds no model (no */{CONFIG_FILE}): create it with "
+            f"`alexnet export onnx --model DIR --repository {repository}`"
+        )
+    settings = settings or SubstituteSettings.for_this_machine()
+    configs = {path.name: read_config(path) for path in model_dirs}
+    destination.mkdir(parents=True)
+    notes = []
+    for source_dir in model_dirs:
+        name, config = source_dir.name, configs[source_dir.name]
+        backend = engine_backend(config)
+        if name.endswith("_int8") and not serve_int8:
+            notes.append(f"{name}: not loaded (start with --int8 to serve the INT8 model under this name)")
+            continue
+        onnx_source = None
+        if backend == "tensorrt":
+            fp32_name = name.removesuffix("_trt")
+            if not (settings.gpu and settings.tensorrt):
+                notes.append(
+                    f"{name}: TensorRT plan not served locally (needs a GPU and TensorRT; this machine "
+                    f"has {'no GPU' if not settings.gpu else 'no TensorRT'}); use {fp32_name}"
+                )
+                continue
+            onnx_source = _sibling_onnx(repository, fp32_name, name)
+        target = destination / name
+        _link_tree(source_dir, target)
+        (target / CONFIG_FILE).unlink()
+        if backend in SUBSTITUTED_BACKENDS:
+            notes.append(_substitute(target, config, settings, onnx_source))
+        else:
+            write_config(target, config)
+    return notes
+
+
+def _sibling_onnx(repository: Path, fp32_name: str, plan_name: str) -> Path:
+    """A TensorRT plan only runs where it was built; locally its model runs the FP32 model's ONNX with TensorRT."""
+    versions = _version_dirs(repository / fp32_name) if (repository / fp32_name).is_dir() else []
+    if not versions or not (versions[-1] / "model.onnx").is_file():
+        raise ServingError(f"{plan_name} needs {fp32_name}/<version>/model.onnx beside it in {repository}")
+    return (versions[-1] / "model.onnx").resolve()
+
+
+def _prepare_backends(destination: Path) -> Path:
+    """A backend folder holding the wheel's Python backend and the stub built for this Python version."""
+    distribution = Distribution.find()
+    python_dir = destination / "python"
+    python_dir.mkdir(parents=True)
+    for source in (
+        distribution.python_backend / "libtriton_python.so",
+        distribution.python_backend / "triton_python_backend_utils.py",
+        distribution.stub,
+    ):
+        if not source.is_file():
+            raise ServingError(f"{source} is missing: reinstall nvidia-pytriton (`make setup`)")
+        shutil.copy2(source, python_dir / source.name)
+    return destination
+
+
+def server_environment() -> dict[str, str]:
+    """LD_LIBRARY_PATH and PATH so tritonserver and its Python stubs run with this environment's Python."""
+    env = dict(os.environ)
+    library_dirs = [sysconfig.get_config_var("LIBDIR"), str(Distribution.find().libs)]
+    if env.get("LD_LIBRARY_PATH"):
+        library_dirs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = ":".join(library_dirs)  # LIBDIR first, else the stub loads the system libpython
+    env["PATH"] = f"{Path(sys.prefix) / 'bin'}:{env.get('PATH', '')}"  # the stub finds the venv's packages
+    return env
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM if the Python process that started tritonserver dies."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class TritonServer:
+    """A real tritonserver process on `repository`. Use as a context manager, or start/wait_until_ready/stop."""
+
+    def __init__(
+        self,
+        repository: Path,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        log_file: Path | None = None,
+        serve_int8: bool = False,
+        echo_log: bool = False,
+        log_verbose: int = 0,
+    ) -> None:
+        self.repository = Path(repository)
+        self.host = host
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.log_file = Path(log_file) if log_file else None
+        self.serve_int8 = serve_int8
+        self.echo_log = echo_log
+        self.log_verbose = log_verbose
+        self.admin_key = secrets.token_hex(16)
+        self.notes: list[str] = []
+        self._process: subprocess.Popen | None = None
+        self._scratch: Path | None = None
+        self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._log_thread: threading.Thread | None = None
+        client_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        self.http_url = f"{client_host}:{http_port}"
+        self.grpc_url = f"{client_host}:{grpc_port}"
+        self.metrics_url = f"http://{client_host}:{metrics_port}/metrics"
+
+    def command(self, model_repository: Path, backend_directory: Path) -> list[str]:
+        restricted = f"{','.join(RESTRICTED_ENDPOINTS)}:{ADMIN_HEADER}={self.admin_key}"
+        return [
+            str(Distribution.find().binary),
+            f"--model-repository={model_repository}",
+            f"--backend-directory={backend_directory}",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--disable-auto-complete-config",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            f"--allow-gpu-metrics={'true' if gpu_available() else 'false'}",
+            f"--http-restricted-api={restricted}",
+            f"--grpc-restricted-protocol={restricted}",
+            f"--exit-timeout-secs={int(STOP_GRACE_SECONDS) - 5}",
+            f"--log-verbose={self.log_verbose}",
+        ]
+
+    def start(self) -> None:
+        """Prepare the scratch repository and start the process (returns before the models are loaded)."""
+        if self._process is not None and self._process.poll() is None:
+            raise ServingError("this server is already running: stop() it first")
+        self._scratch = Path(tempfile.mkdtemp(prefix="alexnet-triton-"))
+        try:
+            self.notes = prepare_repository(
+                self.repository, self._scratch / "models", serve_int8=self.serve_int8
+            )
+            backends = _prepare_backends(self._scratch / "backends")
+            command = self.command(self._scratch / "models", backends)
+            self._log_tail.clear()
+            for note in self.notes:
+                self._record(f"alexnet serve: {note}\n")
+            self._process = subprocess.Popen(
+                command,
+                env=server_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        except BaseException:
+            self._remove_scratch()
+            raise
+        self._log_thread = threading.Thread(target=self._pump_log, args=(self._process.stdout,), daemon=True)
+        self._log_thread.start()
+
+    def _record(self, line: str) -> None:
+        self._log_tail.append(line)
+        if self.echo_log:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        if self.log_file is not None:
+            with self.log_file.open("a") as log:
+                log.write(line)
+
+    def _pump_log(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            self._record(raw.decode("utf-8", errors="replace"))
+        stream.close()
+
+    def log_tail(self) -> str:
+        return "".join(self._log_tail)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_until_ready(self, timeout: float = 120) -> None:
+        """Block until every model is loaded and warmed up; ServingError with the log tail otherwise."""
+        if self._process is None:
+            raise ServingError("the server was not started: call start() first")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                self._finish_log()
+                code = self._process.returncode
+                self.stop()
+                raise ServingError(self._failure(f"tritonserver exited with status {code} while starting"))
+            if self.is_ready():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise ServingError(self._failure(f"tritonserver was not ready after {timeout:.0f}s"))
+
+    def _failure(self, what: str) -> str:
+        hint = ""
+        tail = self.log_tail()
+        if "Address already in use" in tail or "failed to start" in tail.lower():
+            hint = " (a port is taken: pick others with --http-port/--grpc-port/--metrics-port)"
+        return f"{what}{hint}; the end of its log:\n{tail}"
+
+    def _finish_log(self) -> None:
+        if self._log_thread is not None:
+            self._log_thread.join(timeout=5)
+
+    def wait(self) -> int:
+        """Block until the process exits on its own; its exit status."""
+        if self._process is None:
+            raise ServingError("the server was not started")
+        return self._process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM (Triton finishes in-flight requests), then SIGKILL after a grace period. Idempotent."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process is not None:
+            self._finish_log()
+        self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        self.wait_until_ready()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

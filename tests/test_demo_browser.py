@@ -1,0 +1,119 @@
+"""The demo page in a real headless Chromium, in front of a real Triton serving the digits model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from demo.examples import digit_example_files
+
+pytestmark = pytest.mark.slow
+
+TOP_LABEL = '#answer [data-testid="label-output-value"]'
+CONFIDENCES = '#answer [data-testid$="-confidence-set"]'
+UPLOAD = "#input-image input[type=file]"
+
+
+def true_digit(path: Path) -> str:
+    return path.stem.removeprefix("digit_").split("_val")[0]  # digit_3_val17.png -> "3"
+
+
+def surest_validation_digit(client) -> tuple[Path, str]:
+    """Of the page's validation examples, the one the served model is surest of and gets right.
+
+    The page must show that digit; which digits a seconds-trained model gets right is training's business.
+    """
+    files = digit_example_files()
+    answers = client.classify_files(files, top_k=1)
+    right = [(top[0].score, path) for path, top in zip(files, answers, strict=True)
+             if top[0].label == true_digit(path)]
+    assert len(right) >= len(files) // 2, f"the served model gets {len(right)} of {len(files)} digits right"
+    path = max(right)[1]
+    return path, true_digit(path)
+
+
+def test_uploaded_validation_digit_gets_the_right_answer(digits_demo, browser_page, artifacts_dir):
+    path, digit = surest_validation_digit(digits_demo.client)
+    page = browser_page
+    page.goto(digits_demo.url)
+    expect(page.locator("#server-status")).to_contain_text("Triton: ready")
+    page.set_input_files(UPLOAD, str(path))
+
+    expect(page.locator(TOP_LABEL)).to_have_text(digit)
+    expect(page.locator(CONFIDENCES)).to_have_count(5)
+    details = page.locator("#answer-details")
+    expect(details).to_contain_text("round trip")
+    expect(details).to_contain_text("answered by alexnet version 1 over gRPC")
+    page.screenshot(path=artifacts_dir / "demo_digits_upload.png", full_page=True)
+
+
+def test_clicking_an_example_classifies_it(digits_demo, browser_page):
+    path, digit = surest_validation_digit(digits_demo.client)
+    page = browser_page
+    page.goto(digits_demo.url)
+    page.get_by_role("button", name=f"{digit} (validation #", exact=False).first.click()
+    expect(page.locator(TOP_LABEL)).to_have_text(digit)
+
+
+def test_a_file_that_is_not_an_image_gets_a_readable_message(digits_demo, browser_page, tmp_path,
+                                                             artifacts_dir):
+    fake = tmp_path / "notes.png"
+    fake.write_text("these are my notes, not a picture")
+    page = browser_page
+    page.goto(digits_demo.url)
+    expect(page.locator("#server-status")).to_contain_text("Triton: ready")
+    page.set_input_files(UPLOAD, str(fake))
+
+    expect(page.get_by_text("That file is not an image we can read")).to_be_visible()
+    expect(page.get_by_text("Traceback")).to_have_count(0)
+    page.screenshot(path=artifacts_dir / "demo_not_an_image.png", full_page=True)
+
+
+def test_a_drawing_is_classified_and_shown_as_the_model_sees_it(digits_demo, browser_page, artifacts_dir):
+    page = browser_page
+    page.goto(digits_demo.url)
+    page.get_by_role("tab", name="Draw a digit").click()
+    page.locator('#sketchpad button[aria-label="Brush"]').first.click()
+    box = page.locator("#sketchpad canvas").first.bounding_box()
+    x, top, height = box["x"] + box["width"] / 2, box["y"] + 0.15 * box["height"], 0.7 * box["height"]
+    page.mouse.move(x, top)
+    page.mouse.down()
+    for step in range(1, 21):  # a "1": one stroke down the middle
+        page.mouse.move(x, top + step * height / 20)
+    page.mouse.up()
+    page.get_by_role("button", name="Classify the drawing").click()
+
+    expect(page.locator("#drawing-scan img")).to_be_visible()
+    expect(page.locator(CONFIDENCES)).to_have_count(5)
+    expect(page.locator("#answer-details")).to_contain_text("round trip")
+    page.screenshot(path=artifacts_dir / "demo_drawing.png", full_page=True)
+
+
+def test_with_triton_stopped_the_page_says_so(digits_repository, browser_page, artifacts_dir):
+    from demo.app import build_demo, launch_demo
+    from serving.client import TritonClassifier
+    from serving.server import TritonServer, free_port
+
+    server = TritonServer(
+        digits_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+    )
+    with server:
+        client = TritonClassifier(server.grpc_url)
+        demo = build_demo(client)
+    # the server is stopped now; the page was built while it ran, as when Triton dies under a running demo
+    url = launch_demo(demo, port=free_port(), quiet=True)
+    try:
+        page = browser_page
+        page.goto(url)
+        expect(page.locator("#server-status")).to_contain_text("Triton: NOT READY")
+        page.set_input_files(UPLOAD, str(digit_example_files()[0]))
+
+        expect(page.get_by_text(f"no Triton server answers at {server.grpc_url}").first).to_be_visible()
+        expect(page.locator("#server-status")).to_contain_text("alexnet serve --repository")
+        expect(page.get_by_text("Traceback")).to_have_count(0)
+        page.screenshot(path=artifacts_dir / "demo_triton_down.png", full_page=True)
+    finally:
+        demo.close(verbose=False)
+        client.close()
