@@ -7,6 +7,7 @@ Any other model: the photographs that ship with scikit-learn (and Gradio's own t
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import tempfile
@@ -34,8 +35,12 @@ def validation_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def digit_example_files(folder: Path = EXAMPLES_DIR, per_class: int = 1) -> list[Path]:
-    """Write the first `per_class` validation scans of each digit as PNGs; return their paths, 0 to 9."""
+    """Write the first `per_class` validation scans of each digit as PNGs; return their paths, 0 to 9.
+
+    The files live in a subfolder named after the split's content, so a changed split never reuses them.
+    """
     images, labels = validation_digits()
+    folder = folder / hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for digit in sorted(set(labels.tolist())):

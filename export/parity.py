@@ -1,4 +1,4 @@
-"""Do two implementations of the same classifier agree? (PyTorch vs ONNX Runtime, FP32 vs INT8, ORT vs TensorRT.)
+"""Do two implementations of one classifier agree? (PyTorch vs ONNX Runtime, FP32 vs INT8, ORT vs TensorRT.)
 
 Each check runs both on the same uint8 pixels and reports the largest absolute difference between
 their probabilities and how often their top-1 classes agree. A top-1 disagreement where the
@@ -110,7 +110,9 @@ def compare_outputs(name: str, reference: np.ndarray, candidate: np.ndarray, tol
 
 
 def random_pixels(batch_size: int, image_size: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(batch_size, image_size, image_size, 3), dtype=np.uint8)
+    return np.random.default_rng(seed).integers(
+        0, 256, size=(batch_size, image_size, image_size, 3), dtype=np.uint8
+    )
 
 
 def check_parity(

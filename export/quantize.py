@@ -50,8 +50,8 @@ class Int8Report:
         return (
             f"int8: top-1 agreement with FP32 {self.top1_agreement:.2%} on {self.images} real images "
             f"(max |diff| {self.max_abs_diff:.3f}); speed at batch {self.batch_size}: "
-            f"{self.int8_images_per_s:.0f} vs {self.fp32_images_per_s:.0f} images/s FP32 = {self.speedup:.2f}x "
-            f"(ONNX Runtime CPU); quantised in {self.quantize_seconds:.1f}s"
+            f"{self.int8_images_per_s:.0f} vs {self.fp32_images_per_s:.0f} images/s FP32 = "
+            f"{self.speedup:.2f}x (ONNX Runtime CPU); quantised in {self.quantize_seconds:.1f}s"
         )
 
 
@@ -115,7 +115,9 @@ def images_per_second(session, pixels: np.ndarray, *, seconds: float = 1.0) -> f
     return runs * len(pixels) / elapsed
 
 
-def evaluate_int8(fp32_session, int8_session, pixels: np.ndarray, *, batch_size: int, quantize_seconds: float) -> Int8Report:
+def evaluate_int8(
+    fp32_session, int8_session, pixels: np.ndarray, *, batch_size: int, quantize_seconds: float
+) -> Int8Report:
     """Top-1 agreement INT8 vs FP32 on real images, and their speed ratio (interleaved, best of 3)."""
     fp32 = run_batched(lambda x: fp32_session.run(None, {INPUT_NAME: x})[0], pixels, batch_size)
     int8 = run_batched(lambda x: int8_session.run(None, {INPUT_NAME: x})[0], pixels, batch_size)

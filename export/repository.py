@@ -5,7 +5,7 @@ Layout for `--name alexnet`:
     REPO/alexnet/config.pbtxt, labels.txt, <version>/model.onnx        (pixels -> probabilities)
     REPO/alexnet_int8/...                                                (the same, static INT8)
     REPO/alexnet_preprocess/config.pbtxt, <version>/model.py, image_preprocessing.py
-    REPO/alexnet_image/config.pbtxt, labels.txt, <version>/             (ensemble: image bytes -> probabilities)
+    REPO/alexnet_image/config.pbtxt, labels.txt, <version>/             (ensemble: image bytes in)
     REPO/alexnet_trt/config.pbtxt, labels.txt, <version>/model.plan     (`alexnet export tensorrt`)
 
 Configs are ModelConfig messages from the protobuf classes tritonclient ships (the schema Triton
@@ -151,7 +151,9 @@ def onnx_model_config(
     if gpu:
         # INT8 models carry their own Q/DQ scales: TensorRT runs them in INT8 (explicit quantization).
         precision = "INT8" if int8 else ("FP16" if fp16 else "FP32")
-        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
+            name="tensorrt"
+        )
         accelerator.parameters["precision_mode"] = precision
         accelerator.parameters["max_workspace_size_bytes"] = str(TENSORRT_WORKSPACE_BYTES)
         accelerator.parameters.update(_tensorrt_profile(card, max_batch_size))
@@ -225,7 +227,9 @@ def read_config(path: Path) -> mc.ModelConfig:
     try:
         return parse_config(path.read_text())
     except text_format.ParseError as error:
-        raise ExportError(f"{path} does not parse as a Triton model config ({error}): fix or remove it") from error
+        raise ExportError(
+            f"{path} does not parse as a Triton model config ({error}): fix or remove it"
+        ) from error
 
 
 def _explanation(config: mc.ModelConfig) -> str:
@@ -240,16 +244,21 @@ def _explanation(config: mc.ModelConfig) -> str:
         ]
     for group in config.instance_group:
         kind = mc.ModelInstanceGroup.Kind.Name(group.kind)
-        lines.append(f"# instance_group: {group.count} x {kind}"
-                     + (" (for CPU-only hosts: export with --device cpu)" if kind == "KIND_GPU" else ""))
+        lines.append(
+            f"# instance_group: {group.count} x {kind}"
+            + (" (for CPU-only hosts: export with --device cpu)" if kind == "KIND_GPU" else "")
+        )
     accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
     for accelerator in accelerators:
         lines.append(
             f"# {accelerator.name} accelerator: ONNX Runtime hands the graph to TensorRT in "
-            f"{accelerator.parameters['precision_mode']} (--fp16 for FP16), batch profile 1..{config.max_batch_size}"
+            f"{accelerator.parameters['precision_mode']} (--fp16 for FP16), "
+            f"batch profile 1..{config.max_batch_size}"
         )
     if config.model_warmup:
-        lines.append("# model_warmup: random pixels at batch 1 and the maximum, so no request pays for set-up")
+        lines.append(
+            "# model_warmup: random pixels at batch 1 and the maximum, so no request pays for set-up"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -305,6 +314,7 @@ class RepositoryUpdate:
             tempfile.mkdtemp(dir=self.repository.parent, prefix=f".{self.repository.name}.staging-")
         )
         self._config_order: list[str] = []
+        self._models: list[str] = []  # staged model folders, in the order they were first touched
 
     def __enter__(self) -> RepositoryUpdate:
         return self
@@ -315,9 +325,13 @@ class RepositoryUpdate:
     def version_dir(self, model: str, version: int) -> Path:
         path = self.staging / model / str(version)
         path.mkdir(parents=True, exist_ok=True)
+        if model not in self._models:
+            self._models.append(model)
         return path
 
-    def add_config(self, config: mc.ModelConfig, card: ModelCard | None = None, *, labels: bool = True) -> None:
+    def add_config(
+        self, config: mc.ModelConfig, card: ModelCard | None = None, *, labels: bool = True
+    ) -> None:
         """Stage config.pbtxt (and labels.txt) for a model, after checking it can replace the served one."""
         folder = self.staging / config.name
         folder.mkdir(parents=True, exist_ok=True)
@@ -352,14 +366,16 @@ class RepositoryUpdate:
         """Move the staged files into REPO: version folders first, then configs and labels."""
         self.repository.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
-        models = [p for p in sorted(self.staging.iterdir()) if p.is_dir()]
-        for staged_model in models:
-            target_model = self.repository / staged_model.name
+        for model in self._models:
+            staged_model = self.staging / model
+            target_model = self.repository / model
             target_model.mkdir(exist_ok=True)
             for staged_version in sorted(p for p in staged_model.iterdir() if p.is_dir()):
                 target = target_model / staged_version.name
                 if target.exists():
-                    raise ExportError(f"{target} appeared while exporting: another export ran at the same time")
+                    raise ExportError(
+                        f"{target} appeared while exporting: another export ran at the same time"
+                    )
                 os.rename(staged_version, target)
                 written.append(target)
         for name in self._config_order:

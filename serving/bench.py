@@ -213,10 +213,10 @@ def measure_inprocess(
 
 
 def inprocess_session(onnx_file: Path):
-    """ONNX Runtime exactly as the local server's substitute model creates it (same factory, same threads)."""
-    from serving.onnx_session import create_session
+    """ONNX Runtime as the local server's substitute model runs it: same factory, threads and no spinning."""
+    from serving.onnx_session import create_session, usable_cpu_count
 
-    return create_session(onnx_file, device="auto")
+    return create_session(onnx_file, device="auto", threads=usable_cpu_count(), allow_spinning=False)
 
 
 # -- the whole run -----------------------------------------------------------------------------------------

@@ -80,7 +80,10 @@ def select_providers(
             trt_options: dict[str, Any] = {"device_id": device_id, "trt_fp16_enable": fp16}
             if tensorrt_cache_dir is not None:
                 # Building TensorRT engines takes tens of seconds: keep them between sessions.
-                trt_options |= {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(tensorrt_cache_dir)}
+                trt_options |= {
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(tensorrt_cache_dir),
+                }
             providers.append(("TensorrtExecutionProvider", trt_options))
         if "CUDAExecutionProvider" in available:
             _preload_cuda_libraries(ort)

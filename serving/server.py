@@ -142,7 +142,8 @@ def _substitute(
     source_backend = engine_backend(config)
     onnx_name = config.default_model_filename if source_backend == "onnxruntime" else ""
     onnx_name = onnx_name or "model.onnx"
-    fp16 = any(
+    fp16 = config.parameters["precision"].string_value == "FP16" if "precision" in config.parameters else False
+    fp16 = fp16 or any(
         accelerator.parameters.get("precision_mode", "").upper() == "FP16"
         for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator
     )
@@ -173,7 +174,7 @@ def _substitute(
             "intra_op_threads": threads,
             "allow_spinning": settings.allow_spinning,
             "tensorrt": settings.tensorrt,
-            "fp16": fp16 or source_backend == "tensorrt",
+            "fp16": fp16,
             "tensorrt_cache_dir": str(version_dir / "tensorrt_cache"),
         }
         (version_dir / SETTINGS_FILE).write_text(json.dumps(substitute, indent=2))
@@ -297,7 +298,8 @@ class TritonServer:
         self.echo_log = echo_log
         self.log_verbose = log_verbose
         self.admin_key = secrets.token_hex(16)
-        self.notes: list[str] = []
+        self.notes: list[str] = []  # what start-up changed in the scratch copy, one line per model
+        self.models: list[str] = []  # the models this server loads
         self._process: subprocess.Popen | None = None
         self._scratch: Path | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
@@ -323,12 +325,19 @@ class TritonServer:
             f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
-            f"--allow-gpu-metrics={'true' if gpu_available() else 'false'}",
+            *self._device_flags(),
             f"--http-restricted-api={restricted}",
             f"--grpc-restricted-protocol={restricted}",
             f"--exit-timeout-secs={int(STOP_GRACE_SECONDS) - 5}",
             f"--log-verbose={self.log_verbose}",
         ]
+
+    @staticmethod
+    def _device_flags() -> list[str]:
+        if gpu_available():
+            return []
+        # No GPU: no pinned host memory or GPU metrics to set up (each would log a CUDA error).
+        return ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
 
     def start(self) -> None:
         """Prepare the scratch repository and start the process (returns before the models are loaded)."""
@@ -339,6 +348,7 @@ class TritonServer:
             self.notes = prepare_repository(
                 self.repository, self._scratch / "models", serve_int8=self.serve_int8
             )
+            self.models = sorted(path.name for path in (self._scratch / "models").iterdir())
             backends = _prepare_backends(self._scratch / "backends")
             command = self.command(self._scratch / "models", backends)
             self._log_tail.clear()

@@ -40,11 +40,12 @@ PLAN_FILE = "model.plan"
 PLAN_SUFFIX = "_trt"  # the plan model is served as `<name>_trt` beside `<name>` (DESIGN.md's contracts)
 PLAN_VERSION = "1"
 ONNX_PLATFORM, ONNX_BACKEND = "onnxruntime_onnx", "onnxruntime"
-PLAN_PLATFORM = "tensorrt_plan"
+PLAN_PLATFORM, PLAN_BACKEND = "tensorrt_plan", "tensorrt"
 TRTEXEC_LOCATIONS = ("/usr/src/tensorrt/bin/trtexec",)  # where NVIDIA's containers keep it
 # Top-level config fields that belong to the ONNX Runtime model, not to the plan: its name, how it runs and
 # ONNX Runtime's TensorRT accelerator. Everything else (inputs, outputs, labels, batching, instances,
-# warmup, parameters) is copied unchanged, so `<name>_trt` answers exactly like `<name>`.
+# warmup, parameters) is copied unchanged, so `<name>_trt` answers exactly like `<name>`, and the result is
+# the config `alexnet export tensorrt` writes for its plan (tests/test_production.py compares the two).
 ONNX_ONLY_FIELDS = ("name", "platform", "backend", "default_model_filename", "optimization")
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 75, 76
 
@@ -195,10 +196,16 @@ def without_fields(text: str, names: tuple[str, ...]) -> str:
     return text
 
 
-def plan_config(onnx_config: str, plan_name: str) -> str:
-    """The plan model's config: the ONNX model's, with its own name and the tensorrt_plan platform."""
-    kept = without_fields(onnx_config, ONNX_ONLY_FIELDS).lstrip("\n")
-    return f'name: "{plan_name}"\nplatform: "{PLAN_PLATFORM}"\n{kept}'
+def plan_config(onnx_config: str, plan_name: str, precision: str = "fp16", origin: str = "") -> str:
+    """The plan model's config: the ONNX model's, with its own name, the tensorrt_plan platform and the
+    plan's precision among its parameters (the ONNX model's explanatory comments are dropped)."""
+    kept = re.sub(r"^[ \t]*#[^\n]*\n?", "", without_fields(onnx_config, ONNX_ONLY_FIELDS), flags=re.M)
+    header = f"# Written by the production image's entry point: {origin}\n" if origin else ""
+    return (
+        f'{header}name: "{plan_name}"\nplatform: "{PLAN_PLATFORM}"\nbackend: "{PLAN_BACKEND}"\n'
+        f"{kept.strip()}\n"
+        f'parameters {{ key: "precision" value {{ string_value: "{precision.upper()}" }} }}\n'
+    )
 
 
 # ---- the repository ----
@@ -494,9 +501,18 @@ def build_plan_repository(
             builder(model, version_dir / PLAN_FILE, precision == "fp16")
             if not (version_dir / PLAN_FILE).is_file() or (version_dir / PLAN_FILE).stat().st_size == 0:
                 raise PlanError("the TensorRT build wrote no plan (its log is above)")
-            (staging / plan_name / CONFIG_FILE).write_text(plan_config(model.config_text, plan_name))
+            origin = (
+                f"the TensorRT plan of {model.onnx_file.relative_to(repository)}, built for {gpu.name} "
+                f"(compute {gpu.compute_capability}) with TensorRT {trt_version}; it runs only there"
+            )
+            config = plan_config(model.config_text, plan_name, precision, origin)
+            (staging / plan_name / CONFIG_FILE).write_text(config)
+            for extra in model.onnx_file.parent.parent.iterdir():  # labels.txt, which label_filename names
+                if extra.is_file() and extra.name != CONFIG_FILE:
+                    shutil.copy2(extra, staging / plan_name / extra.name)
             if target.exists():  # a leftover without its plan: never published complete, so safe to replace
                 shutil.rmtree(target)
+            staging.chmod(0o755)  # mkdtemp's 0700 would hide the plan from replicas running as another uid
             staging.rename(target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -49,10 +49,14 @@ class TritonPythonModel:
         session_outputs = [node.name for node in self.session.get_outputs()]
         self.onnx_input = self.input_name if self.input_name in session_inputs else session_inputs[0]
         self.onnx_output = self.output_name if self.output_name in session_outputs else session_outputs[0]
-        seconds = self._warm_up()
+        # Readiness must mean warm: the exported config warms up through Triton; without it, do it here.
+        if config.get("model_warmup"):
+            warm_up = "warm-up by the config's model_warmup"
+        else:
+            warm_up = f"warmed up in {self._warm_up():.2f}s"
         pb_utils.Logger.log_info(
             f"{self.model_name}: ONNX Runtime {self.session.get_providers()[0]} on {settings['onnx_file']}, "
-            f"{settings['intra_op_threads']} intra-op threads, warm-up {seconds:.2f}s "
+            f"{settings['intra_op_threads']} intra-op thread(s), {warm_up} "
             f"(local substitute for the {settings['source_backend']} backend)"
         )
 

@@ -1,0 +1,214 @@
+"""`alexnet export onnx` as a function: model dir -> checked ONNX (+ INT8) -> Triton repository.
+
+Nothing reaches REPO before every check has passed: the files are written and checked in a scratch
+folder beside REPO (see repository.RepositoryUpdate) and moved in at the end.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from export.errors import ExportError
+from export.images import real_images
+from export.onnx_export import INPUT_NAME, ONNX_FILE, export_onnx, stamp_metadata
+from export.parity import FP32_TOLERANCE, ParityReport, check_parity
+from export.quantize import MIN_INT8_AGREEMENT, Int8Report, evaluate_int8, quantize_int8
+from export.repository import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEVICES,
+    ModelNames,
+    RepositoryUpdate,
+    choose_version,
+    ensemble_config,
+    onnx_model_config,
+    preprocess_config,
+)
+from training.errors import TrainingError
+from training.model_card import WEIGHTS_FILE, ModelCard
+
+PREPROCESS_MODEL_SOURCE = Path(__file__).with_name("triton_preprocess_model.py")
+PARITY_BATCH_SIZES = (1, 7)  # plus the maximum batch size
+
+
+@dataclass
+class ExportResult:
+    repository: Path
+    version: int
+    models: list[str]
+    parity: ParityReport
+    int8: Int8Report | None = None
+    written: list[Path] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [self.parity.summary()]
+        if self.int8 is not None:
+            lines.append(self.int8.summary())
+        lines.append(f"wrote version {self.version} of {', '.join(self.models)} into {self.repository}")
+        return "\n".join(lines)
+
+
+def load_checked_model(model_dir: Path):
+    """(eval network on the CPU, card), after checking the weights are the ones model.json names."""
+    from training.model_dir import load_model_dir, sha256_of
+
+    try:
+        card = ModelCard.load(model_dir)
+    except TrainingError as error:
+        raise ExportError(str(error)) from error
+    weights = model_dir / WEIGHTS_FILE
+    if card.weights_sha256 and weights.is_file():
+        actual = sha256_of(weights)
+        if actual != card.weights_sha256:
+            raise ExportError(
+                f"{weights} (sha256 {actual[:12]}...) is not the file {model_dir}/model.json was written for "
+                f"(sha256 {card.weights_sha256[:12]}...): the weights were replaced after training; "
+                f"train again with `alexnet train --out {model_dir}` or restore the original weights"
+            )
+    try:
+        network, card = load_model_dir(model_dir, device="cpu")
+    except TrainingError as error:
+        raise ExportError(f"cannot export {model_dir}: {error}") from error
+    return network, card
+
+
+def torch_classifier(network, card: ModelCard) -> Callable[[np.ndarray], np.ndarray]:
+    """The PyTorch reference: the same wrapper the exporter traced, in eval mode, on the CPU."""
+    import torch
+
+    from export.onnx_export import PixelsToProbabilities
+
+    wrapper = PixelsToProbabilities(network, card).eval()
+
+    def classify(pixels: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return wrapper(torch.from_numpy(np.ascontiguousarray(pixels))).numpy()
+
+    return classify
+
+
+def ort_classifier(session) -> Callable[[np.ndarray], np.ndarray]:
+    output_name = session.get_outputs()[0].name
+    return lambda pixels: session.run([output_name], {INPUT_NAME: pixels})[0]
+
+
+def validate_options(max_batch_size: int, device: str, fp16: bool) -> None:
+    if max_batch_size < 1:
+        raise ExportError(
+            f"--max-batch-size {max_batch_size}: use 1 or more (Triton batches up to this many)"
+        )
+    if device not in DEVICES:
+        raise ExportError(f"--device {device}: use one of {', '.join(DEVICES)}")
+    if fp16 and device == "cpu":
+        raise ExportError(
+            "--fp16 sets TensorRT's precision on GPU instances: drop it, or export with --device gpu"
+        )
+
+
+def export_repository(
+    model_dir: Path,
+    repository: Path,
+    *,
+    name: str = "alexnet",
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    int8: bool = False,
+    calibration_data: Path | None = None,
+    device: str = "gpu",
+    fp16: bool = False,
+    version: int | None = None,
+    tolerance: float = FP32_TOLERANCE,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Export `model_dir` into the Triton repository `repository` (see the module docstring)."""
+    from serving.onnx_session import create_session
+
+    validate_options(max_batch_size, device, fp16)
+    network, card = load_checked_model(model_dir)
+    images, images_name = real_images(card, calibration_data)
+    names = ModelNames(name)
+    model_names = [names.onnx, names.preprocess, names.image] + ([names.int8] if int8 else [])
+    version = choose_version(repository, model_names, version)
+
+    with RepositoryUpdate(repository) as update:
+        onnx_path = update.version_dir(names.onnx, version) / ONNX_FILE
+        log(f"exporting {model_dir} ({card.architecture}, {card.num_classes} classes, {card.image_size} px)")
+        export_onnx(network, card, onnx_path)
+        fp32_session = create_session(onnx_path, device="cpu")  # parity is about the graph's maths: CPU
+        parity = check_parity(
+            torch_classifier(network, card),
+            ort_classifier(fp32_session),
+            images=images,
+            images_name=images_name,
+            image_size=card.image_size,
+            batch_sizes=(*PARITY_BATCH_SIZES, max_batch_size),
+            max_batch_size=max_batch_size,
+            tolerance=tolerance,
+            reference_name="PyTorch eager",
+            candidate_name="ONNX Runtime FP32",
+        )
+        log(parity.summary())
+        if not parity.passed:
+            raise ExportError(
+                f"the ONNX model does not match PyTorch ({parity.failures()}); "
+                f"{repository} was left unchanged. Check that model.json describes these weights "
+                "(architecture, image size, mean/std)"
+            )
+
+        int8_report = None
+        if int8:
+            int8_report = _export_int8(
+                update, names, version, onnx_path, fp32_session, images, card, max_batch_size
+            )
+            log(int8_report.summary())
+
+        update.add_config(
+            onnx_model_config(names.onnx, card, max_batch_size=max_batch_size, device=device, fp16=fp16), card
+        )
+        if int8:
+            update.add_config(
+                onnx_model_config(names.int8, card, max_batch_size=max_batch_size, device=device, int8=True),
+                card,
+            )
+        _stage_preprocess(update, names, version)
+        update.add_config(
+            preprocess_config(names.preprocess, card, max_batch_size=max_batch_size, device=device),
+            labels=False,
+        )
+        # An ensemble has no files, but Triton wants its version folder.
+        update.version_dir(names.image, version)
+        update.add_config(ensemble_config(names, card, max_batch_size=max_batch_size), card)
+        written = update.commit()
+    return ExportResult(repository, version, model_names, parity, int8_report, written)
+
+
+def _export_int8(update, names, version, onnx_path, fp32_session, images, card, max_batch_size) -> Int8Report:
+    from serving.onnx_session import create_session
+
+    if len(images) == 0:
+        raise ExportError("--int8 needs real images to calibrate on: pass --calibration-data DIR")
+    int8_path = update.version_dir(names.int8, version) / ONNX_FILE
+    seconds = quantize_int8(onnx_path, int8_path, images)
+    stamp_metadata(int8_path, card, {"quantization": "static INT8, QDQ, per-channel weights, U8S8, MinMax"})
+    int8_session = create_session(int8_path, device="cpu")
+    report = evaluate_int8(
+        fp32_session, int8_session, images, batch_size=max_batch_size, quantize_seconds=seconds
+    )
+    if report.top1_agreement < MIN_INT8_AGREEMENT:
+        raise ExportError(
+            f"the INT8 model agrees with FP32 on only {report.top1_agreement:.2%} of {report.images} images "
+            f"(at least {MIN_INT8_AGREEMENT:.0%} needed); nothing was written. Export without --int8, or "
+            "calibrate on more representative images with --calibration-data DIR"
+        )
+    return report
+
+
+def _stage_preprocess(update: RepositoryUpdate, names: ModelNames, version: int) -> None:
+    from serving import image_preprocessing
+
+    version_dir = update.version_dir(names.preprocess, version)
+    shutil.copyfile(PREPROCESS_MODEL_SOURCE, version_dir / "model.py")
+    shutil.copyfile(image_preprocessing.__file__, version_dir / "image_preprocessing.py")

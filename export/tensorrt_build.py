@@ -1,0 +1,215 @@
+"""`alexnet export tensorrt`: a serialized TensorRT engine (model.plan) for Triton's tensorrt_plan backend.
+
+The engine is built from the checked ONNX export with the TensorRT Python API: one optimization
+profile for the batch axis (min 1, opt = max = the repository's max batch size). Precision:
+- TensorRT 10 (the version pinned in the `tensorrt` extra, because onnxruntime-gpu 1.31's TensorRT
+  provider and the Triton 2x.xx containers link TensorRT 10): a weakly typed network, FP16 allowed with
+  BuilderFlag.FP16.
+- TensorRT 11 removed the precision flags (networks are strongly typed): for FP16 the ONNX graph
+  itself is converted to FP16 first (onnxruntime's float16 converter, FP32 inputs/outputs kept).
+A plan only runs on the TensorRT version and GPU family that built it: build it where it is served.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from export.errors import ExportError
+from export.onnx_export import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, export_onnx
+from export.parity import FP32_TOLERANCE, ParityReport, check_parity
+from export.repository import (
+    CONFIG_FILE,
+    DEFAULT_MAX_BATCH_SIZE,
+    TENSORRT_WORKSPACE_BYTES,
+    ModelNames,
+    RepositoryUpdate,
+    choose_version,
+    read_config,
+    tensorrt_plan_config,
+)
+
+PLAN_FILE = "model.plan"
+# Against ONNX Runtime FP32: TensorRT FP32 may use TF32 tensor cores (10-bit mantissa) on Ampere
+# and later; FP16 has an 11-bit mantissa. Both stay far below a top-1 flip on a confident model.
+TENSORRT_FP32_TOLERANCE = 2e-3
+TENSORRT_FP16_TOLERANCE = 2e-2
+WHERE_IT_RUNS = (
+    "build the plan on the GPU machine that serves it, inside the Triton container the production image "
+    "uses (see the README, 'TensorRT plan'), or let the production container build it at first start; "
+    "the ONNX model (`alexnet export onnx`) serves everywhere meanwhile"
+)
+
+
+@dataclass
+class TensorRTResult:
+    repository: Path
+    model: str
+    version: int
+    tensorrt_version: str
+    parity: ParityReport
+
+
+def tensorrt_missing_reason() -> str | None:
+    """Why `export tensorrt` cannot run here, or None when it can."""
+    reasons = []
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        reasons.append("the tensorrt package is not installed (pip install '.[tensorrt]')")
+    import torch
+
+    if not torch.cuda.is_available():
+        reasons.append("this machine has no usable NVIDIA GPU")
+    return " and ".join(reasons) or None
+
+
+def export_tensorrt(
+    model_dir: Path,
+    repository: Path,
+    *,
+    name: str = "alexnet",
+    max_batch_size: int | None = None,
+    fp16: bool = False,
+    version: int | None = None,
+    calibration_data: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> TensorRTResult:
+    """Export to ONNX, build the TensorRT engine, check it against ONNX Runtime, write <name>_trt."""
+    reason = tensorrt_missing_reason()
+    if reason is not None:
+        raise ExportError(f"`alexnet export tensorrt` cannot run here: {reason}. {WHERE_IT_RUNS}")
+
+    import tensorrt as trt
+
+    from export.images import real_images
+    from export.pipeline import load_checked_model, ort_classifier, torch_classifier
+    from serving.onnx_session import create_session
+
+    names = ModelNames(name)
+    max_batch_size = max_batch_size or _repository_max_batch_size(repository / names.onnx)
+    network, card = load_checked_model(model_dir)
+    images, images_name = real_images(card, calibration_data)
+    version = choose_version(repository, [names.trt], version)
+    with RepositoryUpdate(repository) as update, tempfile.TemporaryDirectory(dir=update.staging) as scratch:
+        onnx_path = export_onnx(network, card, Path(scratch) / ONNX_FILE)
+        onnx_session = create_session(onnx_path, device="cpu")
+        onnx_parity = check_parity(
+            torch_classifier(network, card),
+            ort_classifier(onnx_session),
+            images=images,
+            images_name=images_name,
+            image_size=card.image_size,
+            batch_sizes=(1, max_batch_size),
+            max_batch_size=max_batch_size,
+            tolerance=FP32_TOLERANCE,
+            reference_name="PyTorch eager",
+            candidate_name="ONNX Runtime FP32",
+        )
+        if not onnx_parity.passed:
+            raise ExportError(
+                f"the ONNX model does not match PyTorch ({onnx_parity.failures()}); nothing was written"
+            )
+        precision = "FP16" if fp16 else "FP32"
+        log(f"building a TensorRT {trt.__version__} engine ({precision}, batch 1..{max_batch_size})")
+        plan = build_engine(onnx_path, image_size=card.image_size, max_batch_size=max_batch_size, fp16=fp16)
+        parity = check_parity(
+            ort_classifier(onnx_session),
+            TensorRTClassifier(plan),
+            images=images,
+            images_name=images_name,
+            image_size=card.image_size,
+            batch_sizes=(1, 7, max_batch_size),
+            max_batch_size=max_batch_size,
+            tolerance=TENSORRT_FP16_TOLERANCE if fp16 else TENSORRT_FP32_TOLERANCE,
+            reference_name="ONNX Runtime FP32",
+            candidate_name=f"TensorRT {'FP16' if fp16 else 'FP32'}",
+        )
+        log(parity.summary())
+        if not parity.passed:
+            raise ExportError(
+                f"the TensorRT engine does not match ONNX Runtime ({parity.failures()}); nothing was written"
+            )
+        (update.version_dir(names.trt, version) / PLAN_FILE).write_bytes(plan)
+        update.add_config(
+            tensorrt_plan_config(names.trt, card, max_batch_size=max_batch_size, fp16=fp16), card
+        )
+        update.commit()
+    return TensorRTResult(repository, names.trt, version, trt.__version__, parity)
+
+
+def _repository_max_batch_size(model_dir: Path) -> int:
+    config_path = model_dir / CONFIG_FILE
+    return read_config(config_path).max_batch_size if config_path.is_file() else DEFAULT_MAX_BATCH_SIZE
+
+
+def build_engine(onnx_path: Path, *, image_size: int, max_batch_size: int, fp16: bool) -> bytes:
+    """The serialized engine for `onnx_path`, with a batch profile 1..max_batch_size."""
+    import tensorrt as trt
+
+    major = int(trt.__version__.split(".")[0])
+    if fp16 and major >= 11:
+        onnx_path = _fp16_onnx(onnx_path)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    # TensorRT 10 and 11: explicit batch is the only mode, so no creation flags are needed.
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, TENSORRT_WORKSPACE_BYTES)
+    if fp16 and major < 11:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    item = (image_size, image_size, 3)
+    profile.set_shape(INPUT_NAME, (1, *item), (max_batch_size, *item), (max_batch_size, *item))
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ExportError("TensorRT could not build an engine (see its log above)")
+    return bytes(plan)
+
+
+def _fp16_onnx(onnx_path: Path) -> Path:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
+    fp16_path = onnx_path.with_name("model_fp16.onnx")
+    onnx.save(model, str(fp16_path))
+    return fp16_path
+
+
+class TensorRTClassifier:
+    """Run a serialized engine on uint8 pixels (CUDA buffers from torch), for the parity check."""
+
+    def __init__(self, plan: bytes) -> None:
+        import tensorrt as trt
+        import torch
+
+        self._torch = torch
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise ExportError("TensorRT could not load the engine it just built")
+        self.context = self.engine.create_execution_context()
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        inputs = torch.from_numpy(np.ascontiguousarray(pixels)).cuda()
+        self.context.set_input_shape(INPUT_NAME, tuple(inputs.shape))
+        outputs = torch.empty(
+            tuple(self.context.get_tensor_shape(OUTPUT_NAME)), dtype=torch.float32, device="cuda"
+        )
+        self.context.set_tensor_address(INPUT_NAME, inputs.data_ptr())
+        self.context.set_tensor_address(OUTPUT_NAME, outputs.data_ptr())
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise ExportError("TensorRT failed to run the engine")
+        stream.synchronize()
+        return outputs.cpu().numpy()

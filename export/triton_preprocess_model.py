@@ -1,0 +1,58 @@
+"""Triton Python-backend model `<name>_preprocess`: encoded JPEG/PNG/WebP bytes -> uint8 [S, S, 3] RGB pixels.
+
+`alexnet export onnx` copies this file to REPO/<name>_preprocess/<version>/model.py and
+serving/image_preprocessing.py beside it: that module is the one implementation of decode + resize +
+centre crop, shared with the `alexnet classify` client. The sizes and limits come from this model's
+config parameters, which export wrote from model.json.
+
+Every request of a batch is answered on its own: an image that is empty, corrupt, too large or of
+another format fails its own request with INVALID_ARG and a message saying what to send; the other
+requests of the batch are answered normally.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from image_preprocessing import ImageError, prepare_image  # noqa: E402  (copied beside this file)
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "pixels"
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        parameters = json.loads(args["model_config"])["parameters"]
+
+        def parameter(key: str) -> int:
+            return int(parameters[key]["string_value"])
+
+        self.image_size = parameter("image_size")
+        self.resize_size = parameter("resize_size")
+        self.limits = {"max_bytes": parameter("max_image_bytes"), "max_pixels": parameter("max_image_pixels")}
+
+    def _prepare(self, data: bytes) -> np.ndarray:
+        return prepare_image(data, resize_size=self.resize_size, image_size=self.image_size, **self.limits)
+
+    def _respond(self, request) -> object:
+        images = pb_utils.get_input_tensor_by_name(request, INPUT_NAME).as_numpy()
+        try:
+            pixels = np.stack([self._prepare(bytes(item)) for item in images.reshape(-1)])
+        except ImageError as error:
+            return _error(str(error), pb_utils.TritonError.INVALID_ARG)
+        except Exception as error:  # noqa: BLE001  (whatever it is, it fails this request only)
+            return _error(f"could not prepare the image: {error}", pb_utils.TritonError.INTERNAL)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT_NAME, pixels)])
+
+    def execute(self, requests: list) -> list:
+        return [self._respond(request) for request in requests]
+
+
+def _error(message: str, code: int) -> object:
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))

@@ -1,0 +1,193 @@
+"""`alexnet serve`, `alexnet classify` and `alexnet bench`: thin layers over serving.server, serving.client
+and serving.bench. tritonclient, ONNX Runtime and numpy are imported inside the commands (never torch)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from serving.errors import ServingError
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(help="Triton's HOST:PORT (default 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http)"),
+]
+ProtocolOption = Annotated[str, typer.Option(help="grpc or http")]
+ModelOption = Annotated[str, typer.Option(help="Served model name (`alexnet_int8` for the INT8 model)")]
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: shut down like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def serve(
+    repository: Annotated[
+        Path, typer.Option(help="Triton model repository written by `alexnet export onnx`")
+    ] = Path("model_repository"),
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 to accept other machines)")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="HTTP/REST port")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port (/metrics)")] = 8002,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also load <name>_int8 (exported with --int8), served under that name")
+    ] = False,
+    log_file: Annotated[
+        Path | None, typer.Option(help="Write Triton's log to this file instead of the console")
+    ] = None,
+    ready_timeout: Annotated[float, typer.Option(help="Seconds allowed for loading and warming up")] = 300.0,
+) -> None:
+    """Serve a model repository with a real Triton Inference Server (HTTP, gRPC, metrics) until Ctrl-C.
+
+    Models whose backend this local server lacks (onnxruntime, tensorrt_plan) run their ONNX file with
+    ONNX Runtime in Triton's Python backend, with the exported config otherwise unchanged. Ready only
+    once every model is loaded and warmed up; Ctrl-C or SIGTERM shut it down cleanly.
+
+    Example: alexnet serve --repository model_repository --http-port 8000 --grpc-port 8001
+    """
+    from serving.server import TritonServer
+
+    server = TritonServer(
+        repository,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        log_file=log_file,
+        serve_int8=int8,
+        echo_log=log_file is None,
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        server.start()
+        server.wait_until_ready(timeout=ready_timeout)
+        for note in server.notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(
+            f"Triton is ready: {', '.join(server.models)}\n"
+            f"  HTTP    http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)\n"
+            f"  gRPC    {server.grpc_url}   (alexnet classify IMAGE --url {server.grpc_url})\n"
+            f"  metrics {server.metrics_url}\n"
+            "Ctrl-C stops it.",
+            err=True,
+        )
+        status = server.wait()
+        raise ServingError(f"tritonserver stopped by itself with status {status}: see its log above")
+    except (KeyboardInterrupt, Terminated):
+        typer.echo("stopping Triton…", err=True)
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+    typer.echo("Triton stopped.", err=True)
+
+
+def classify(
+    images: Annotated[list[Path], typer.Argument(help="JPEG, PNG or WebP files", show_default=False)],
+    url: UrlOption = None,
+    protocol: ProtocolOption = "grpc",
+    top_k: Annotated[int, typer.Option(help="How many labels per image")] = 5,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON list instead of a table")] = False,
+    model: ModelOption = "alexnet",
+    send: Annotated[
+        str,
+        typer.Option(help="pixels: resize here and send the model's input; bytes: send the files to <model>_image"),
+    ] = "pixels",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the server to be ready")] = 30.0,
+) -> None:
+    """Classify image files with the served model; many files go in one request (up to its max batch size).
+
+    Example: alexnet classify cat.jpg dog.png --url 127.0.0.1:8001 --top-k 3 --json
+    """
+    from serving.client import SEND_MODES, TritonClassifier
+
+    if send not in SEND_MODES:
+        raise ServingError(f"unknown --send {send!r}: use pixels or bytes")
+    if top_k < 1:
+        raise ServingError(f"--top-k {top_k}: ask for at least 1 label")
+    with TritonClassifier(url, protocol=protocol, model=model) as classifier:
+        classifier.wait_until_ready(timeout=wait)
+        results = classifier.classify_files(images, top_k=top_k, send=send)
+    records = [
+        {
+            "image": str(path),
+            "top": [{"label": p.label, "index": p.index, "score": p.score} for p in predictions],
+        }
+        for path, predictions in zip(images, results, strict=True)
+    ]
+    typer.echo(json.dumps(records, indent=2) if json_output else format_table(records))
+
+
+def format_table(records: list[dict]) -> str:
+    """A readable table: one block per image, one row per label."""
+    width = max([len("IMAGE")] + [len(record["image"]) for record in records])
+    label_width = max([len("LABEL")] + [len(p["label"]) for record in records for p in record["top"]])
+    lines = [f"{'IMAGE':<{width}}  RANK  {'LABEL':<{label_width}}  SCORE"]
+    for record in records:
+        for rank, prediction in enumerate(record["top"], start=1):
+            image = record["image"] if rank == 1 else ""
+            lines.append(
+                f"{image:<{width}}  {rank:>4}  {prediction['label']:<{label_width}}  {prediction['score']:.4f}"
+            )
+    return "\n".join(lines)
+
+
+def bench(
+    url: UrlOption = None,
+    protocol: ProtocolOption = "grpc",
+    concurrency: Annotated[str, typer.Option(help="Comma-separated concurrencies to sweep")] = "1,16,64",
+    duration: Annotated[float, typer.Option(help="Measured seconds per point (after the warm-up)")] = 10.0,
+    warmup: Annotated[float, typer.Option(help="Unmeasured seconds before each point")] = 2.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file")] = None,
+    compare_inprocess: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare-inprocess",
+            help="Model repository the server runs: also time its ONNX file in-process (batch 1 and 64) "
+            "and print the ratios",
+        ),
+    ] = None,
+    model: ModelOption = "alexnet",
+    rounds: Annotated[
+        int, typer.Option(help="Alternate the sweep and the in-process baseline this many times; report medians")
+    ] = 1,
+) -> None:
+    """Load the served model with batch-1 pixel requests at each concurrency: images/s and p50/p95/p99.
+
+    Example: alexnet bench --url 127.0.0.1:8001 --concurrency 1,16,64 --duration 10
+    --compare-inprocess model_repository --json bench.json
+    """
+    from serving.bench import format_report, run_benchmark
+
+    try:
+        levels = [int(level) for level in concurrency.split(",") if level.strip()]
+    except ValueError:
+        raise ServingError(f"--concurrency {concurrency!r}: give comma-separated integers like 1,16,64") from None
+    if not levels or min(levels) < 1:
+        raise ServingError(f"--concurrency {concurrency!r}: every level must be at least 1")
+    if duration <= 0 or rounds < 1:
+        raise ServingError("--duration must be positive and --rounds at least 1")
+    from serving.client import DEFAULT_URLS
+
+    report = run_benchmark(
+        url or DEFAULT_URLS.get(protocol, ""),
+        protocol=protocol,
+        model=model,
+        concurrencies=levels,
+        duration=duration,
+        warmup=warmup,
+        compare_repository=compare_inprocess,
+        rounds=rounds,
+        progress=lambda line: typer.echo(line, err=True),
+    )
+    typer.echo(format_report(report))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        typer.echo(f"wrote {json_out}", err=True)
