@@ -213,7 +213,7 @@ def _example_label(path: Path, digits: bool) -> str:
     if digits:  # digit_3_val17.png
         digit, position = path.stem.removeprefix("digit_").split("_val")
         return f"{digit} (validation #{position})"
-    return path.stem
+    return path.stem.removesuffix("-copy")  # gradio ships cheetah1-copy.jpg
 
 
 def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, quiet: bool = False) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.onnx_export import INPUT_NAME, ONNX_FILE, export_onnx
+from export.onnx_export import INPUT_NAME, ONNX_FILE, export_onnx, read_metadata
 from export.quantize import quantize_int8
 
 TARGET_RATIO = 1.5
@@ -44,6 +44,7 @@ def run_bench_export(
     seconds: float = 1.0,
     rounds: int = 3,
     calibration_data: Path | None = None,
+    fold: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Measure, print a table, optionally write JSON; returns the figures."""
@@ -60,7 +61,8 @@ def run_bench_export(
     images, _ = real_images(card, calibration_data)
     wrapper = PixelsToProbabilities(network, card).eval()
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-export-") as scratch:
-        fp32_path = export_onnx(network, card, Path(scratch) / ONNX_FILE)
+        fp32_path = export_onnx(network, card, Path(scratch) / ONNX_FILE, fold=fold)
+        folded = read_metadata(fp32_path)["average_pool_folded_into_fc6"] == "yes"
         int8_path = Path(scratch) / "model_int8.onnx"
         quantize_int8(fp32_path, int8_path, images)
         sessions = {
@@ -98,6 +100,7 @@ def run_bench_export(
         "architecture": card.architecture,
         "image_size": card.image_size,
         "num_classes": card.num_classes,
+        "average_pool_folded_into_fc6": folded,
         "device": "cpu",
         "threads": threads,
         "cpu": platform.processor() or platform.machine(),
@@ -120,6 +123,12 @@ def format_table(report: dict) -> str:
     lines = [
         f"{report['architecture']} AlexNet, {report['image_size']} px, CPU, {report['threads']} threads "
         f"(median of {report['rounds']} interleaved rounds; images/s)",
+        "ONNX graph: "
+        + (
+            "average pool folded into fc6 (exact, smaller fc6)"
+            if report["average_pool_folded_into_fc6"]
+            else "as traced (no fold)"
+        ),
         f"{'batch':>5}  {'PyTorch eager':>13}  {'ORT FP32':>9}  {'ORT INT8':>9}  "
         f"{'FP32/eager':>10}  {'INT8/FP32':>9}",
     ]

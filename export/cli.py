@@ -138,6 +138,12 @@ def bench_export(
     calibration_data: Annotated[
         Path | None, typer.Option("--calibration-data", help="Folder of images for INT8 calibration.")
     ] = None,
+    fold: Annotated[
+        bool,
+        typer.Option(
+            "--fold/--no-fold", help="Export with the average pool folded into fc6, as `export` does."
+        ),
+    ] = True,
 ) -> None:
     """Images/s of PyTorch eager, ONNX Runtime FP32 and ONNX Runtime INT8 on this machine's CPU, side by side,
     with the ratios ORT FP32 / eager and INT8 / FP32 (targets: 1.5x each).
@@ -154,6 +160,7 @@ def bench_export(
         seconds=seconds,
         rounds=rounds,
         calibration_data=calibration_data,
+        fold=fold,
     )
 
 

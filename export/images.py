@@ -1,8 +1,9 @@
 """Real images for parity and INT8 calibration, at the model's own size, as uint8 [N, S, S, 3] RGB.
 
 Either the validation split of the data set the model was trained on (the embedded digits, the
-synthetic set, or its image folder's val/ split), through the training package, or a folder of JPEG/PNG/WebP files (`--calibration-data DIR`), decoded and
-resized by serving/image_preprocessing.py: the same code the server runs on uploaded images.
+synthetic set, or its image folder's val/ split), through the training package, or a folder of
+JPEG/PNG/WebP files (`--calibration-data DIR`), decoded and resized by serving/image_preprocessing.py,
+the same code the server runs on uploaded images.
 """
 
 from __future__ import annotations

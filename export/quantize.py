@@ -73,8 +73,10 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration_pixels: np.ndarr
 
     start = time.perf_counter()
     pixels = calibration_pixels[:CALIBRATION_LIMIT]
-    # The quantiser warns that it cannot quantise the uint8 input: true, and meant.
-    logging.getLogger().setLevel(logging.ERROR)
+    # The quantiser logs (on the root logger) that it cannot quantise the uint8 input: true, and meant.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(dir=int8_path.parent, prefix=".quantize-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         try:
@@ -92,7 +94,28 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration_pixels: np.ndarr
             )
         except Exception as error:  # the quantiser raises many types; all mean "no INT8 model"
             raise ExportError(f"INT8 quantisation failed: {error}") from error
+        finally:
+            root.setLevel(level)
+    drop_unused_opsets(int8_path)
     return time.perf_counter() - start
+
+
+def drop_unused_opsets(path: Path) -> None:
+    """Keep only the operator set imports the graph uses.
+
+    quant_pre_process runs ONNX Runtime's optimiser, which declares every domain it knows (ai.onnx.ml 5,
+    com.microsoft.nchwc, org.pytorch.aten...) although the graph uses only standard operators. The file
+    should state what it needs and no more: other consumers (TensorRT's parser, older tools) need not
+    know those domains. (ONNX Runtime 1.19, in the production Triton container, loads it either way.)
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    used = {node.domain for node in model.graph.node} | {""}
+    kept = [opset for opset in model.opset_import if opset.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    onnx.save(model, str(path))
 
 
 def _reader(pixels: np.ndarray):

@@ -166,7 +166,7 @@ def measure_served(
     warmup: float = 2.0,
     image_size: int | None = None,
 ) -> ServedResult:
-    """Closed-loop load of batch-1 pixel requests at `concurrency`; requests completed inside the window count."""
+    """Closed-loop batch-1 pixel requests at `concurrency`; requests completed inside the window count."""
     if image_size is None:
         image_size = TritonClassifier(url, protocol=protocol, model=model).model_info().image_size
     pixels = np.random.default_rng(0).integers(0, 256, (1, image_size, image_size, 3), dtype=np.uint8)
@@ -280,7 +280,8 @@ def run_benchmark(
                     input_name=input_name,
                 )
                 progress(
-                    f"{prefix}in-process b={batch_size:<4} {_describe(result.images_per_second, result.latency)}"
+                    f"{prefix}in-process b={batch_size:<4} "
+                    f"{_describe(result.images_per_second, result.latency)}"
                 )
                 inprocess_runs[batch_size].append(result)
     report.served = [_median_served(runs) for runs in served_runs.values()]

@@ -32,12 +32,15 @@ def serve(
     repository: Annotated[
         Path, typer.Option(help="Triton model repository written by `alexnet export onnx`")
     ] = Path("model_repository"),
-    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 to accept other machines)")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind (0.0.0.0 to accept other machines)")
+    ] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="HTTP/REST port")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port (/metrics)")] = 8002,
     int8: Annotated[
-        bool, typer.Option("--int8", help="Also load <name>_int8 (exported with --int8), served under that name")
+        bool,
+        typer.Option("--int8", help="Also load <name>_int8 (exported with --int8), served under that name"),
     ] = False,
     log_file: Annotated[
         Path | None, typer.Option(help="Write Triton's log to this file instead of the console")
@@ -93,11 +96,15 @@ def classify(
     url: UrlOption = None,
     protocol: ProtocolOption = "grpc",
     top_k: Annotated[int, typer.Option(help="How many labels per image")] = 5,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON list instead of a table")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON list instead of a table")
+    ] = False,
     model: ModelOption = "alexnet",
     send: Annotated[
         str,
-        typer.Option(help="pixels: resize here and send the model's input; bytes: send the files to <model>_image"),
+        typer.Option(
+            help="pixels: resize here and send the model's input; bytes: send the files to <model>_image"
+        ),
     ] = "pixels",
     wait: Annotated[float, typer.Option(help="Seconds to wait for the server to be ready")] = 30.0,
 ) -> None:
@@ -133,7 +140,8 @@ def format_table(records: list[dict]) -> str:
         for rank, prediction in enumerate(record["top"], start=1):
             image = record["image"] if rank == 1 else ""
             lines.append(
-                f"{image:<{width}}  {rank:>4}  {prediction['label']:<{label_width}}  {prediction['score']:.4f}"
+                f"{image:<{width}}  {rank:>4}  {prediction['label']:<{label_width}}  "
+                f"{prediction['score']:.4f}"
             )
     return "\n".join(lines)
 
@@ -144,7 +152,9 @@ def bench(
     concurrency: Annotated[str, typer.Option(help="Comma-separated concurrencies to sweep")] = "1,16,64",
     duration: Annotated[float, typer.Option(help="Measured seconds per point (after the warm-up)")] = 10.0,
     warmup: Annotated[float, typer.Option(help="Unmeasured seconds before each point")] = 2.0,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures to this JSON file")
+    ] = None,
     compare_inprocess: Annotated[
         Path | None,
         typer.Option(
@@ -155,7 +165,8 @@ def bench(
     ] = None,
     model: ModelOption = "alexnet",
     rounds: Annotated[
-        int, typer.Option(help="Alternate the sweep and the in-process baseline this many times; report medians")
+        int,
+        typer.Option(help="Alternate the sweep and the in-process baseline this many times; report medians"),
     ] = 1,
 ) -> None:
     """Load the served model with batch-1 pixel requests at each concurrency: images/s and p50/p95/p99.
@@ -168,7 +179,9 @@ def bench(
     try:
         levels = [int(level) for level in concurrency.split(",") if level.strip()]
     except ValueError:
-        raise ServingError(f"--concurrency {concurrency!r}: give comma-separated integers like 1,16,64") from None
+        raise ServingError(
+            f"--concurrency {concurrency!r}: give comma-separated integers like 1,16,64"
+        ) from None
     if not levels or min(levels) < 1:
         raise ServingError(f"--concurrency {concurrency!r}: every level must be at least 1")
     if duration <= 0 or rounds < 1:

@@ -147,7 +147,8 @@ class TritonClassifier:
         port_hint = "8001 for gRPC" if self.protocol == "grpc" else "8000 for HTTP"
         return ServingError(
             f"no Triton server answers at {self.url} ({self.protocol}): start one with "
-            f"`alexnet serve --repository model_repository`, or point --url at yours (default port {port_hint})"
+            f"`alexnet serve --repository model_repository`, or point --url at yours "
+            f"(default port {port_hint})"
         )
 
     def _call(self, what: str, function, *args, **kwargs):
@@ -284,7 +285,7 @@ class TritonClassifier:
         return results
 
     def classify_pixels(self, pixels: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:
-        """Top-k predictions for uint8 [N, S, S, 3] RGB pixels at the model's size (chunked by max batch size)."""
+        """Top-k predictions for uint8 [N, S, S, 3] RGB pixels at the model's size, chunked by max batch."""
         pixels = np.asarray(pixels)
         if pixels.ndim == 3:
             pixels = pixels[np.newaxis]
@@ -302,7 +303,7 @@ class TritonClassifier:
         return self._infer_chunked(image_model_name(self.model), IMAGE, batch, top_k)
 
     def prepare_files(self, paths: Iterable[str | Path]) -> np.ndarray:
-        """Decode and resize image files on the client, exactly as the model was evaluated: uint8 [N, S, S, 3]."""
+        """Decode and resize files here, exactly as the model was evaluated: uint8 [N, S, S, 3]."""
         info = self.model_info()
         arrays = []
         for path in paths:

@@ -44,7 +44,11 @@ def decode_image(
             return image.convert("RGB")
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # Pillow's own header check, for the most extreme sizes
+        raise ImageError(
+            f"image is far above the limit of {max_pixels:,} pixels ({error}): resize it before sending"
+        ) from error
+    except UnidentifiedImageError as error:
         raise ImageError(f"not a readable JPEG, PNG or WebP image ({error})") from error
     except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt image data
         raise ImageError(f"corrupt or truncated image ({error})") from error

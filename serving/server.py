@@ -1,4 +1,4 @@
-"""The local Triton Inference Server: the real `tritonserver` binary from the nvidia-pytriton wheel, run directly.
+"""The local Triton Inference Server: the `tritonserver` binary of the nvidia-pytriton wheel, run directly.
 
 Start-up works on a scratch copy of the model repository. Models whose backend this server lacks
 (`onnxruntime`, `tensorrt_plan`) become Python-backend models running the same ONNX file with ONNX Runtime
@@ -96,7 +96,7 @@ def read_config(model_dir: Path) -> model_config_pb2.ModelConfig:
     except text_format.ParseError as error:
         raise ServingError(
             f"{path} is not a valid Triton model config ({error}): re-run `alexnet export onnx`"
-        )
+        ) from error
 
 
 def write_config(model_dir: Path, config: model_config_pb2.ModelConfig) -> None:
@@ -124,12 +124,27 @@ class SubstituteSettings:
 
 
 def _link_tree(source: Path, destination: Path) -> None:
-    """Mirror a model folder with symlinks (model files can be hundreds of MB); configs are rewritten later."""
+    """Mirror a model folder with symlinks (model files can be hundreds of MB); configs are rewritten."""
     shutil.copytree(source, destination, symlinks=False, copy_function=os.symlink)
 
 
 def _version_dirs(model_dir: Path) -> list[Path]:
-    return sorted(path for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit())
+    versions = [path for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit()]
+    return sorted(versions, key=_version)
+
+
+def _version(path: Path) -> int:
+    return int(path.name)
+
+
+def wants_fp16(config: model_config_pb2.ModelConfig) -> bool:
+    """FP16 asked for by a plan's `precision` parameter or a TensorRT accelerator's `precision_mode`."""
+    if "precision" in config.parameters and config.parameters["precision"].string_value.upper() == "FP16":
+        return True
+    return any(
+        accelerator.parameters.get("precision_mode", "").upper() == "FP16"
+        for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator
+    )
 
 
 def _substitute(
@@ -142,17 +157,12 @@ def _substitute(
     source_backend = engine_backend(config)
     onnx_name = config.default_model_filename if source_backend == "onnxruntime" else ""
     onnx_name = onnx_name or "model.onnx"
-    fp16 = config.parameters["precision"].string_value == "FP16" if "precision" in config.parameters else False
-    fp16 = fp16 or any(
-        accelerator.parameters.get("precision_mode", "").upper() == "FP16"
-        for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator
-    )
+    fp16 = wants_fp16(config)
     config.ClearField("platform")
     config.backend = "python"
     config.ClearField("default_model_filename")
-    config.optimization.ClearField(
-        "execution_accelerators"
-    )  # the onnxruntime backend's; ONNX Runtime EPs here
+    # The onnxruntime backend's accelerator settings; here ONNX Runtime's providers play that part.
+    config.optimization.ClearField("execution_accelerators")
     if config.optimization.ByteSize() == 0:
         config.ClearField("optimization")
     instances = sum(max(1, group.count) for group in config.instance_group) or 1
@@ -182,7 +192,8 @@ def _substitute(
     provider = ("TensorRT" if settings.tensorrt else "CUDA") if settings.gpu else "CPU"
     return (
         f"{config.name}: {source_backend} backend not in the local server; served by ONNX Runtime "
-        f"({provider} execution provider, {instances} instance(s) x {threads} thread(s)) in the Python backend"
+        f"({provider} execution provider, {instances} instance(s) x {threads} thread(s)) "
+        "in the Python backend"
     )
 
 
@@ -234,7 +245,7 @@ def prepare_repository(
 
 
 def _sibling_onnx(repository: Path, fp32_name: str, plan_name: str) -> Path:
-    """A TensorRT plan only runs where it was built; locally its model runs the FP32 model's ONNX with TensorRT."""
+    """A plan only runs where it was built; locally its model runs the FP32 model's ONNX with TensorRT."""
     versions = _version_dirs(repository / fp32_name) if (repository / fp32_name).is_dir() else []
     if not versions or not (versions[-1] / "model.onnx").is_file():
         raise ServingError(f"{plan_name} needs {fp32_name}/<version>/model.onnx beside it in {repository}")
@@ -268,14 +279,18 @@ def server_environment() -> dict[str, str]:
     return env
 
 
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def _die_with_parent() -> None:
-    """In the child: receive SIGTERM if the Python process that started tritonserver dies."""
+    """In the child: receive SIGTERM when the thread that started tritonserver dies (with its process)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class TritonServer:
-    """A real tritonserver process on `repository`. Use as a context manager, or start/wait_until_ready/stop."""
+    """A real tritonserver process on `repository`: a context manager, or start/wait_until_ready/stop."""
 
     def __init__(
         self,
@@ -360,7 +375,8 @@ class TritonServer:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                # PR_SET_PDEATHSIG follows the starting thread: only tie the server to a main thread.
+                preexec_fn=_die_with_parent if _on_main_thread() else None,
             )
         except BaseException:
             self._remove_scratch()
@@ -382,8 +398,10 @@ class TritonServer:
             self._record(raw.decode("utf-8", errors="replace"))
         stream.close()
 
-    def log_tail(self) -> str:
-        return "".join(self._log_tail)
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the server's log, without the start-up tables (the log file keeps everything)."""
+        kept = [line for line in self._log_tail if not line.startswith(("+", "|"))]
+        return "".join(kept[-lines:])
 
     @property
     def pid(self) -> int | None:

@@ -25,7 +25,9 @@ class DigitFiles:
 
 def encode(pixels: np.ndarray, image_format: str) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=image_format, **({"quality": 95} if image_format != "PNG" else {}))
+    Image.fromarray(pixels).save(
+        buffer, format=image_format, **({"quality": 95} if image_format != "PNG" else {})
+    )
     return buffer.getvalue()
 
 

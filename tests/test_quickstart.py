@@ -1,9 +1,13 @@
-"""`alexnet quickstart --check`, run like a user runs it, on the session's trained and exported digits model."""
+"""`alexnet quickstart`, run like a user runs it, on the session's trained and exported digits model."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 
@@ -14,9 +18,8 @@ PORT_OPTIONS = ["--port", "0", "--http-port", "0", "--grpc-port", "0", "--metric
 
 
 def alexnet(*arguments: str, cwd, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "alexnet_cli", *arguments], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+    command = [sys.executable, "-m", "alexnet_cli", *arguments]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def test_repository_is_current_only_for_the_weights_it_was_exported_from(
@@ -51,3 +54,43 @@ def test_quickstart_check_serves_self_checks_and_exits_zero(digits_model_dir, di
     for line in ("Demo page:", "Triton HTTP:", "Triton gRPC:", "Triton metrics:"):
         assert line in output
     assert "quickstart check passed" in output
+
+
+@pytest.mark.slow
+def test_quickstart_serves_the_page_until_ctrl_c_then_stops_everything(digits_model_dir, digits_repository,
+                                                                       tmp_path):
+    """What `make run` does: the page answers while it runs; Ctrl-C stops the page and Triton, exit 0."""
+    command = [sys.executable, "-m", "alexnet_cli", "quickstart", "--model-dir", str(digits_model_dir),
+               "--repository", str(digits_repository), *PORT_OPTIONS]
+    # A terminal's Ctrl-C goes to the whole foreground process group: quickstart and its tritonserver.
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        lines = read_until(process, "Press Ctrl-C", timeout=240)
+        page = next(line.split()[-1] for line in lines if "Demo page:" in line)
+        triton = next(line.split()[2] for line in lines if "Triton HTTP:" in line)
+        with urllib.request.urlopen(page, timeout=10) as response:
+            assert response.status == 200
+        os.killpg(process.pid, signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, "".join(lines) + rest
+    assert "stopped the demo and Triton" in rest
+    for url in (page, f"{triton}/v2/health/live"):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=5)
+
+
+def read_until(process: subprocess.Popen, marker: str, timeout: float) -> list[str]:
+    """Lines of the process's output up to the one containing `marker` (fails if it exits or stalls)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            return lines
+        if time.monotonic() > deadline:
+            break
+    pytest.fail(f"no {marker!r} within {timeout:.0f}s; output:\n{''.join(lines)}")

@@ -60,7 +60,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
         raise TrainingError(
             f"{path} is truncated or not a training checkpoint ({str(error).splitlines()[0]}): "
-            f"restore it from a copy, resume from {out / 'checkpoint_best.pt'} by copying it over {path.name}, "
+            f"restore it from a copy, or copy {out / 'checkpoint_best.pt'} over it to resume from the best "
+            "epoch, "
             "or start over without --resume"
         ) from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -70,7 +71,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             else ""
         )
         raise TrainingError(
-            f"{path} was not written by `alexnet train`{hint}: move it away and start a new run without --resume"
+            f"{path} was not written by `alexnet train`{hint}: "
+            "move it away and start a new run without --resume"
         )
     if state.get("version") != CHECKPOINT_VERSION:
         raise TrainingError(
@@ -85,7 +87,13 @@ def rng_state() -> dict[str, Any]:
     kind, keys, position, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
+        "numpy": [
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(position),
+            int(has_gauss),
+            float(cached),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -101,7 +101,9 @@ def load_data(
         train = SyntheticDataset(synthetic_size, image_size, "train", normalise)
         val = SyntheticDataset(max(1, synthetic_size // 5), image_size, "val", normalise)
     else:
-        train = ImageFolderDataset(scan_split(root, "train", class_folders), train_tf, substitute_unreadable=True)
+        train = ImageFolderDataset(
+            scan_split(root, "train", class_folders), train_tf, substitute_unreadable=True
+        )
         val = ImageFolderDataset(scan_split(root, "val", class_folders), eval_tf, substitute_unreadable=False)
         train.check_something_readable()
         val.check_something_readable()
@@ -144,7 +146,9 @@ class SyntheticDataset(Dataset):
     def pixels(self, index: int) -> tuple[torch.Tensor, int]:
         """uint8 [3, S, S] and its label."""
         generator = torch.Generator().manual_seed(SYNTHETIC_SEED + self.offset + index)
-        image = torch.randint(0, 256, (3, self.image_size, self.image_size), dtype=torch.uint8, generator=generator)
+        image = torch.randint(
+            0, 256, (3, self.image_size, self.image_size), dtype=torch.uint8, generator=generator
+        )
         label = int(torch.randint(0, SYNTHETIC_CLASSES, (), generator=generator))
         return image, label
 
@@ -178,7 +182,9 @@ def find_classes(root: Path) -> tuple[list[str], list[str]]:
     mapping = next((root / name for name in LABEL_FILES if (root / name).is_file()), None)
     if mapping is None:
         if not on_disk:
-            raise TrainingError(f"{train_dir} has no class folders: put each class's images in {train_dir}/<class>/")
+            raise TrainingError(
+                f"{train_dir} has no class folders: put each class's images in {train_dir}/<class>/"
+            )
         return on_disk, list(on_disk)
     folders, labels = read_label_file(mapping)
     unknown = sorted(set(on_disk) - set(folders))
@@ -219,7 +225,8 @@ def scan_split(root: Path, split: str, class_folders: list[str]) -> list[tuple[P
     if not samples:
         raise TrainingError(
             f"no images in {root / split}: put JPEG/PNG files in {root / split}/<class>/ "
-            f"(one folder per class: {', '.join(class_folders[:3])}{', ...' if len(class_folders) > 3 else ''})"
+            f"(one folder per class: {', '.join(class_folders[:3])}"
+            f"{', ...' if len(class_folders) > 3 else ''})"
         )
     return samples
 
@@ -233,7 +240,9 @@ class ImageFolderDataset(Dataset):
     """Images from class folders. An unreadable file is counted and, for training, replaced by the next
     readable one (so every rank keeps full batches and DDP stays in step); for validation it is dropped."""
 
-    def __init__(self, samples: list[tuple[Path, int]], transform: Callable, *, substitute_unreadable: bool) -> None:
+    def __init__(
+        self, samples: list[tuple[Path, int]], transform: Callable, *, substitute_unreadable: bool
+    ) -> None:
         self.samples, self.transform, self.substitute = samples, transform, substitute_unreadable
 
     def __len__(self) -> int:
@@ -267,7 +276,9 @@ class ImageFolderDataset(Dataset):
                     return None, label, skipped
                 continue
             return self.transform(image), label, skipped
-        raise TrainingError(f"none of the {len(self.samples)} images can be read any more: were they deleted?")
+        raise TrainingError(
+            f"none of the {len(self.samples)} images can be read any more: were they deleted?"
+        )
 
 
 # --- loaders --------------------------------------------------------------------------------------
@@ -352,7 +363,9 @@ def default_workers(data: str, world_size: int) -> int:
 # --- for export: the validation images as evaluation sees them ------------------------------------
 
 
-def validation_pixels(card: ModelCard, data: str = "digits", limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def validation_pixels(
+    card: ModelCard, data: str = "digits", limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [N, S, S, 3] RGB validation images after the evaluation resize and crop (not normalised),
     and their int64 labels. `data` is "digits", "synthetic" or an ImageNet-style folder (its val/ split)."""
     to_pixels = presets.eval_pixels(image_size=card.image_size, resize_size=card.resize_size)

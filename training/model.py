@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from training.model_card import ARCHITECTURES
 from training.errors import TrainingError
+from training.model_card import ARCHITECTURES
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,9 @@ class PaperAlexNet(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def build_model(architecture: str = "torchvision", num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
+def build_model(
+    architecture: str = "torchvision", num_classes: int = 1000, dropout: float = 0.5
+) -> nn.Module:
     """A freshly initialised AlexNet of the given architecture."""
     config = AlexNetConfig(architecture=architecture, num_classes=num_classes, dropout=dropout)
     if architecture == "torchvision":

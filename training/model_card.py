@@ -45,10 +45,13 @@ class ModelCard:
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
             raise TrainingError(
-                f"unknown architecture {self.architecture!r} in model.json: use one of {', '.join(ARCHITECTURES)}"
+                f"unknown architecture {self.architecture!r} in model.json: "
+                f"use one of {', '.join(ARCHITECTURES)}"
             )
         if self.image_size < MIN_IMAGE_SIZE:
-            raise TrainingError(f"image size {self.image_size} is too small for AlexNet: use at least {MIN_IMAGE_SIZE}")
+            raise TrainingError(
+                f"image size {self.image_size} is too small for AlexNet: use at least {MIN_IMAGE_SIZE}"
+            )
         if self.resize_size < self.image_size:
             raise TrainingError(
                 f"resize size {self.resize_size} is smaller than the image size {self.image_size}: "
@@ -82,7 +85,8 @@ class ModelCard:
             return cls(**raw)
         except (json.JSONDecodeError, TypeError) as error:
             raise TrainingError(
-                f"{path} is not a valid model card ({error}): train again with `alexnet train --out {model_dir}`"
+                f"{path} is not a valid model card ({error}): "
+                f"train again with `alexnet train --out {model_dir}`"
             ) from error
 
 

@@ -44,18 +44,23 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") ->
     card = ModelCard.load(model_dir)
     weights = model_dir / WEIGHTS_FILE
     if not weights.is_file():
-        raise TrainingError(f"no {WEIGHTS_FILE} in {model_dir}: train first with `alexnet train --out {model_dir}`")
+        raise TrainingError(
+            f"no {WEIGHTS_FILE} in {model_dir}: train first with `alexnet train --out {model_dir}`"
+        )
     try:
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError) as error:
-        raise TrainingError(f"{weights} cannot be read ({error}): train again or copy the file again") from error
+        raise TrainingError(
+            f"{weights} cannot be read ({error}): train again or copy the file again"
+        ) from error
     model = build_model(card.architecture, card.num_classes)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         raise TrainingError(
-            f"{weights} does not match {model_dir}/model.json ({card.architecture}, {card.num_classes} classes): "
-            f"the weights come from another model; train again with `alexnet train --out {model_dir}`\n{error}"
+            f"{weights} does not match {model_dir}/model.json "
+            f"({card.architecture}, {card.num_classes} classes): the weights come from another model; "
+            f"train again with `alexnet train --out {model_dir}`\n{error}"
         ) from error
     return model.to(device).eval(), card
 

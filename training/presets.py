@@ -140,7 +140,10 @@ def train_transform(
         ]
         return v2.Compose(steps)
     if augmentation == "torchvision":
-        steps = [v2.RandomResizedCrop(image_size, interpolation=bilinear, antialias=True), v2.RandomHorizontalFlip()]
+        steps = [
+            v2.RandomResizedCrop(image_size, interpolation=bilinear, antialias=True),
+            v2.RandomHorizontalFlip(),
+        ]
     elif augmentation == "shift":
         steps = [
             v2.Resize(resize_size, interpolation=bilinear, antialias=True),

@@ -1,4 +1,4 @@
-"""Model sources the local server copies into its scratch repository (they run inside Triton's Python backend).
+"""Model sources the local server copies into its scratch repository (run by Triton's Python backend).
 
 `onnx_substitute.py` becomes `<model>/<version>/model.py` for every model whose backend the local server lacks
 (`onnxruntime`, `tensorrt_plan`): it runs the same ONNX file with ONNX Runtime behind the identical config.

@@ -89,8 +89,9 @@ class TritonPythonModel:
         accepted: list[int] = []
         arrays: list[np.ndarray] = []
         for index, request in enumerate(requests):
-            array = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-            problem = self._check(array)
+            tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
+            array = None if tensor is None else tensor.as_numpy()
+            problem = f"no input named '{self.input_name}'" if array is None else self._check(array)
             if problem is None:
                 accepted.append(index)
                 arrays.append(array if self.max_batch_size > 0 else array[np.newaxis])

@@ -1,0 +1,369 @@
+"""`alexnet export onnx`: the repository it writes, parity with PyTorch, INT8, versions, and failures
+that must leave an existing repository byte-for-byte as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.utils import triton_to_np_dtype
+
+from export.onnx_export import read_metadata
+from export.repository import CONFIG_FILE
+from training.model_card import ModelCard
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("alexnet", "alexnet_int8", "alexnet_preprocess", "alexnet_image")
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real `alexnet` entry point in a subprocess: exit status and messages as a user sees them."""
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def export_onnx_cli(model_dir: Path, repository: Path, *options: str) -> subprocess.CompletedProcess:
+    return run_cli("export", "onnx", "--model", str(model_dir), "--repository", str(repository), *options)
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 over every path (folders included) and file content under `root`."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def read_config(model_dir: Path) -> mc.ModelConfig:
+    """Parse with Triton's own schema: an unknown field or a typo fails here."""
+    return text_format.Parse((model_dir / CONFIG_FILE).read_text(), mc.ModelConfig())
+
+
+def config_io(config: mc.ModelConfig) -> dict[str, tuple]:
+    batch = (-1,) if config.max_batch_size > 0 else ()
+    tensors = list(config.input) + list(config.output)
+    return {t.name: (numpy_dtype(t.data_type), batch + tuple(t.dims)) for t in tensors}
+
+
+def numpy_dtype(data_type: int) -> np.dtype:
+    name = mc.DataType.Name(data_type).removeprefix("TYPE_")
+    return np.dtype(triton_to_np_dtype("BYTES" if name == "STRING" else name))
+
+
+def onnx_io(path: Path) -> dict[str, tuple]:
+    model = onnx.load(str(path), load_external_data=False)
+    result = {}
+    for value in list(model.graph.input) + list(model.graph.output):
+        tensor = value.type.tensor_type
+        dims = tuple(-1 if dim.dim_param else dim.dim_value for dim in tensor.shape.dim)
+        result[value.name] = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The repository
+
+
+def test_repository_configs_parse_and_match_the_onnx_files(digits_repository: Path, digits_model_dir: Path):
+    card = ModelCard.load(digits_model_dir)
+    size = card.image_size
+    assert sorted(p.name for p in digits_repository.iterdir()) == sorted(MODELS)
+    configs = {name: read_config(digits_repository / name) for name in MODELS}
+    for name in ("alexnet", "alexnet_int8"):
+        config = configs[name]
+        assert config.name == name and config.backend == "onnxruntime" and config.max_batch_size == 64
+        assert config_io(config) == onnx_io(digits_repository / name / "1" / "model.onnx")
+        assert config_io(config) == {
+            "pixels": (np.dtype(np.uint8), (-1, size, size, 3)),
+            "probabilities": (np.dtype(np.float32), (-1, card.num_classes)),
+        }
+        assert config.output[0].label_filename == "labels.txt"
+        assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU  # --device cpu
+        assert config.dynamic_batching.max_queue_delay_microseconds > 0
+        assert [w.batch_size for w in config.model_warmup] == [1, 64]
+        assert {key: value.string_value for key, value in config.parameters.items()} == {
+            "image_size": str(size),
+            "resize_size": str(card.resize_size),
+            "architecture": card.architecture,
+            "dataset": card.dataset,
+            "source_weights_sha256": card.weights_sha256,
+        }
+        labels = (digits_repository / name / "labels.txt").read_text().splitlines()
+        assert labels == card.labels
+
+    preprocess, ensemble = configs["alexnet_preprocess"], configs["alexnet_image"]
+    assert preprocess.backend == "python"
+    assert config_io(preprocess) == {
+        "image": (np.dtype(object), (-1, 1)),
+        "pixels": config_io(configs["alexnet"])["pixels"],
+    }
+    assert preprocess.parameters["image_size"].string_value == str(size)
+    assert preprocess.parameters["resize_size"].string_value == str(card.resize_size)
+    version_dir = digits_repository / "alexnet_preprocess" / "1"
+    assert (version_dir / "model.py").read_text() == (
+        ROOT / "export" / "triton_preprocess_model.py"
+    ).read_text()
+    assert (version_dir / "image_preprocessing.py").read_bytes() == (
+        ROOT / "serving" / "image_preprocessing.py"
+    ).read_bytes()
+
+    assert ensemble.platform == "ensemble"
+    assert config_io(ensemble) == {
+        "image": (np.dtype(object), (-1, 1)),
+        "probabilities": config_io(configs["alexnet"])["probabilities"],
+    }
+    assert ensemble.output[0].label_filename == "labels.txt"
+    assert (digits_repository / "alexnet_image" / "labels.txt").read_text() == (
+        digits_repository / "alexnet" / "labels.txt"
+    ).read_text()
+    assert [step.model_name for step in ensemble.ensemble_scheduling.step] == [
+        "alexnet_preprocess",
+        "alexnet",
+    ]
+    assert (digits_repository / "alexnet_image" / "1").is_dir()
+
+
+def test_gpu_configs_use_the_tensorrt_accelerator(digits_model_dir: Path):
+    from export.repository import config_text, onnx_model_config, parse_config
+
+    card = ModelCard.load(digits_model_dir)
+    fp16 = parse_config(
+        config_text(onnx_model_config("alexnet", card, max_batch_size=32, device="gpu", fp16=True))
+    )
+    assert fp16.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    (accelerator,) = fp16.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
+    size = card.image_size
+    assert accelerator.parameters["trt_profile_max_shapes"] == f"pixels:32x{size}x{size}x3"
+    int8 = onnx_model_config("alexnet_int8", card, max_batch_size=32, device="gpu", int8=True)
+    (int8_accelerator,) = int8.optimization.execution_accelerators.gpu_execution_accelerator
+    assert int8_accelerator.parameters["precision_mode"] == "INT8"
+    cpu = onnx_model_config("alexnet", card, max_batch_size=32, device="cpu")
+    assert not cpu.optimization.execution_accelerators.gpu_execution_accelerator
+
+
+def test_onnx_metadata_names_its_source(digits_repository: Path, digits_model_dir: Path):
+    card = ModelCard.load(digits_model_dir)
+    for name in ("alexnet", "alexnet_int8"):
+        metadata = read_metadata(digits_repository / name / "1" / "model.onnx")
+        assert metadata["architecture"] == card.architecture
+        assert metadata["labels_file"] == "labels.txt"
+        assert metadata["image_size"] == str(card.image_size)
+        assert metadata["resize_size"] == str(card.resize_size)
+        assert metadata["source_weights_sha256"] == card.weights_sha256
+    model = onnx.load(str(digits_repository / "alexnet" / "1" / "model.onnx"), load_external_data=False)
+    onnx.checker.check_model(model, full_check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity and INT8
+
+
+def test_onnx_matches_pytorch_on_the_digits(digits_export):
+    parity = digits_export.parity
+    print(parity.summary())
+    assert parity.passed
+    real, *random = parity.checks
+    assert real.name == "digits validation images" and real.images >= 300
+    assert real.top1_agreement == 1.0 and real.max_abs_diff <= 1e-4
+    assert [check.images for check in random] == [1, 7, 64]
+
+
+def test_int8_agrees_with_fp32(digits_export):
+    report = digits_export.int8
+    print(report.summary())
+    assert report.top1_agreement >= 0.99
+    assert report.images >= 300 and report.int8_images_per_s > 0 and report.fp32_images_per_s > 0
+    model = onnx.load(str(digits_export.repository / "alexnet_int8" / "1" / "model.onnx"))
+    assert any(node.op_type == "QuantizeLinear" for node in model.graph.node)  # static QDQ, not FP32
+    assert model.ByteSize() < 0.5 * (digits_export.repository / "alexnet" / "1" / "model.onnx").stat().st_size
+
+
+def test_paper_architecture_exports_with_parity(tmp_path: Path):
+    """The other architecture (LRN, grouped convolutions): a confident random network, digits images."""
+    from export.pipeline import export_repository
+
+    model_dir = confident_random_model_dir(tmp_path / "paper", "paper")
+    result = export_repository(model_dir, tmp_path / "repo", device="cpu", log=lambda line: None)
+    print(result.parity.summary())
+    assert result.parity.passed
+    assert result.parity.checks[0].top1_agreement == 1.0
+    assert read_metadata(tmp_path / "repo" / "alexnet" / "1" / "model.onnx")["architecture"] == "paper"
+
+
+def confident_random_model_dir(path: Path, architecture: str) -> Path:
+    """Untrained weights, scaled so the network's top-1 is decisive (no ties to blur a parity check)."""
+    import torch
+    from torch import nn
+
+    from training.data import default_resize_size
+    from training.model import build_model
+    from training.model_dir import save_model_dir
+
+    torch.manual_seed(0)
+    model = build_model(architecture, num_classes=10)
+    for layer in model.modules():
+        if isinstance(layer, nn.Conv2d | nn.Linear):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+    card = ModelCard(
+        architecture=architecture,
+        labels=[str(digit) for digit in range(10)],
+        image_size=64,
+        resize_size=default_resize_size("digits", 64),
+        mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225],
+        dataset="digits",
+    )
+    return save_model_dir(model, card, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures leave the repository as it was; versions
+
+
+@pytest.fixture
+def repository_copy(digits_repository: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "repo"
+    shutil.copytree(digits_repository, copy)
+    return copy
+
+
+def assert_no_staging_left(repository: Path) -> None:
+    leftovers = [p.name for p in repository.parent.iterdir() if p.name.startswith(f".{repository.name}.")]
+    assert leftovers == []
+
+
+def test_weights_that_do_not_match_model_json_fail_cleanly(
+    repository_copy: Path, digits_model_dir: Path, tmp_path: Path
+):
+    from safetensors.torch import save_file
+
+    from training.model import build_model
+
+    before = tree_digest(repository_copy)
+    card = ModelCard.load(digits_model_dir)
+
+    replaced = tmp_path / "replaced_weights"  # same shapes, other values, model.json not updated
+    shutil.copytree(digits_model_dir, replaced)
+    state = build_model(card.architecture, card.num_classes).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(replaced / "model.safetensors"))
+    result = export_onnx_cli(replaced, repository_copy)
+    assert result.returncode == 2, result.stderr
+    assert "is not the file" in result.stderr and "train again" in result.stderr
+
+    other = tmp_path / "other_architecture"  # model.json says the other architecture
+    shutil.copytree(digits_model_dir, other)
+    raw = json.loads((other / "model.json").read_text())
+    raw["architecture"] = "paper" if card.architecture == "torchvision" else "torchvision"
+    (other / "model.json").write_text(json.dumps(raw))
+    result = export_onnx_cli(other, repository_copy)
+    assert result.returncode == 2, result.stderr
+    assert "does not match" in result.stderr and "Traceback" not in result.stderr
+
+    assert tree_digest(repository_copy) == before
+    assert_no_staging_left(repository_copy)
+
+
+def test_failed_parity_leaves_the_repository_unchanged(repository_copy: Path, digits_model_dir: Path):
+    """A parity failure after the ONNX file was written (in staging) must not reach REPO."""
+    before = tree_digest(repository_copy)
+    result = export_onnx_cli(
+        digits_model_dir, repository_copy, "--device", "cpu", "--parity-tolerance", "1e-12"
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "does not match PyTorch" in result.stderr and "left unchanged" in result.stderr
+    assert tree_digest(repository_copy) == before
+    assert_no_staging_left(repository_copy)
+
+
+def test_exporting_again_adds_a_version_and_keeps_the_old(repository_copy: Path, digits_model_dir: Path):
+    version_1 = tree_digest(repository_copy / "alexnet" / "1")
+
+    clash = export_onnx_cli(digits_model_dir, repository_copy, "--version", "1")
+    assert clash.returncode == 2 and "already exists" in clash.stderr
+
+    again = export_onnx_cli(digits_model_dir, repository_copy, "--device", "cpu")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "top-1 agreement 100.00%" in again.stdout
+    for name in ("alexnet", "alexnet_preprocess", "alexnet_image"):
+        assert sorted(p.name for p in (repository_copy / name).iterdir() if p.is_dir()) == ["1", "2"]
+    assert sorted(p.name for p in (repository_copy / "alexnet_int8").iterdir() if p.is_dir()) == ["1"]
+    assert tree_digest(repository_copy / "alexnet" / "1") == version_1
+    read_config(repository_copy / "alexnet")  # still parses after the update
+    assert_no_staging_left(repository_copy)
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorRT and the benchmark
+
+
+def test_export_tensorrt_says_where_it_can_run(digits_model_dir: Path, tmp_path: Path):
+    from export.tensorrt_build import tensorrt_missing_reason
+
+    if tensorrt_missing_reason() is None:
+        pytest.skip("this machine has a GPU and TensorRT: test_export_tensorrt_builds_a_plan covers it")
+    repository = tmp_path / "repo"
+    result = run_cli("export", "tensorrt", "--model", str(digits_model_dir), "--repository", str(repository))
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert message.startswith("error: `alexnet export tensorrt` cannot run here")
+    assert "GPU" in message and "README" in message and "Traceback" not in message
+    assert not repository.exists()
+
+
+def test_export_tensorrt_builds_a_plan(digits_model_dir: Path, tmp_path: Path):
+    from export.tensorrt_build import export_tensorrt, tensorrt_missing_reason
+
+    reason = tensorrt_missing_reason()
+    if reason is not None:
+        pytest.skip(f"needs an NVIDIA GPU and TensorRT: {reason}")
+    result = export_tensorrt(digits_model_dir, tmp_path / "repo", fp16=True, log=print)
+    assert result.parity.passed
+    config = read_config(tmp_path / "repo" / "alexnet_trt")
+    assert config.platform == "tensorrt_plan"
+    assert (tmp_path / "repo" / "alexnet_trt" / "1" / "model.plan").stat().st_size > 0
+
+
+def test_bench_export_reports_all_three_engines(digits_model_dir: Path, tmp_path: Path):
+    from export.bench import ENGINES, run_bench_export
+
+    lines: list[str] = []
+    report = run_bench_export(
+        digits_model_dir, batch_sizes=[1, 4], json_out=tmp_path / "bench.json", seconds=0.05, rounds=1,
+        log=lines.append,
+    )  # fmt: skip
+    assert json.loads((tmp_path / "bench.json").read_text()) == report
+    assert [row["batch_size"] for row in report["results"]] == [1, 4]
+    for row in report["results"]:
+        assert set(row["images_per_s"]) == set(ENGINES) and min(row["images_per_s"].values()) > 0
+    assert "FP32/eager" in lines[0]
+
+
+def test_session_factory_picks_providers_this_machine_has(digits_repository: Path):
+    from serving.onnx_session import create_session, gpu_available, select_providers
+
+    path = digits_repository / "alexnet" / "1" / "model.onnx"
+    session = create_session(path, device="cpu", threads=1)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert session.get_session_options().intra_op_num_threads == 1
+    if not gpu_available():
+        assert select_providers("auto") == ["CPUExecutionProvider"]
+        with pytest.raises(RuntimeError, match="no usable NVIDIA GPU"):
+            create_session(path, device="cuda")

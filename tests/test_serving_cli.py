@@ -1,0 +1,166 @@
+"""`alexnet serve` (a real process, stopped by SIGTERM and Ctrl-C), `alexnet classify` and `alexnet bench`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from serving import cli
+from serving.client import TritonClassifier
+from serving.errors import ServingError
+from serving.server import free_port
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_app() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(cli.classify)
+    app.command()(cli.bench)
+    return app
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_serve_runs_until_a_signal_then_shuts_down_cleanly(digits_repository, digit_files, tmp_path, signum):
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    int8 = (digits_repository / "alexnet_int8").is_dir()
+    command = [
+        sys.executable, "-m", "alexnet_cli", "serve",
+        "--repository", str(digits_repository),
+        "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+        "--log-file", str(tmp_path / "triton.log"),
+        *(["--int8"] if int8 else []),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        classifier = TritonClassifier(f"127.0.0.1:{grpc_port}")
+        try:
+            classifier.wait_until_ready(timeout=120)
+        except ServingError:
+            process.kill()
+            pytest.fail(f"serve did not become ready: {process.communicate()[1][-3000:]}")
+        assert classifier.classify_files(digit_files.paths[:2], top_k=1)[0][0].label
+        if int8:  # served under its own name when asked
+            int8_client = TritonClassifier(f"127.0.0.1:{grpc_port}", model="alexnet_int8")
+            assert int8_client.classify_files(digit_files.paths[:2], top_k=1)[0][0].label
+            int8_client.close()
+        process.send_signal(signum)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err[-3000:]
+    assert "Triton is ready" in err and "Triton stopped." in err
+    assert not classifier.is_ready()
+    assert all(port_is_free(port) for port in (http_port, grpc_port, metrics_port)), (
+        "tritonserver left behind"
+    )
+    classifier.close()
+
+
+def test_classify_prints_json_in_the_documented_format(digits_server, digit_files):
+    paths = [str(path) for path in digit_files.paths[:4]]
+    result = CliRunner().invoke(
+        cli_app(), ["classify", *paths, "--url", digits_server.grpc_url, "--top-k", "3", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    with TritonClassifier(digits_server.grpc_url) as classifier:
+        expected = classifier.classify_files(paths, top_k=3)
+    assert [record["image"] for record in records] == paths
+    for record, predictions in zip(records, expected, strict=True):
+        assert set(record) == {"image", "top"}
+        assert [set(entry) for entry in record["top"]] == [{"label", "index", "score"}] * 3
+        assert [entry["label"] for entry in record["top"]] == [p.label for p in predictions]
+        assert [entry["score"] for entry in record["top"]] == pytest.approx(
+            [p.score for p in predictions], abs=1e-5
+        )
+
+
+def test_classify_prints_a_table_over_http_with_bytes(digits_server, digit_files):
+    paths = [str(path) for path in digit_files.paths[:3]]
+    result = CliRunner().invoke(
+        cli_app(),
+        [
+            "classify",
+            *paths,
+            "--url",
+            digits_server.http_url,
+            "--protocol",
+            "http",
+            "--send",
+            "bytes",
+            "--top-k",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["IMAGE", "RANK", "LABEL", "SCORE"]
+    assert len(lines) == 1 + 3 * 2
+    for path in paths:
+        assert any(line.startswith(path) for line in lines)
+
+
+def test_classify_explains_a_refused_connection(digit_files):
+    result = CliRunner().invoke(
+        cli_app(),
+        ["classify", str(digit_files.paths[0]), "--url", f"127.0.0.1:{free_port()}", "--wait", "0.5"],
+    )
+    assert isinstance(result.exception, ServingError)
+    assert "no Triton server answers at" in str(result.exception)
+    assert "alexnet serve --repository" in str(result.exception)
+
+
+def test_bench_writes_figures_and_ratios(digits_server, digits_repository, tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        cli_app(),
+        [
+            "bench", "--url", digits_server.grpc_url, "--concurrency", "1,4", "--duration", "0.6",
+            "--warmup", "0.2", "--compare-inprocess", str(digits_repository), "--json", str(out),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [point["concurrency"] for point in report["served"]] == [1, 4]
+    assert all(point["requests"] > 0 and point["errors"] == 0 for point in report["served"])
+    assert all(point["images_per_second"] > 0 for point in report["served"])
+    assert [point["batch_size"] for point in report["inprocess"]] == [1, 64]
+    assert set(report["ratios"]) == {
+        "served_c4_vs_inprocess_b64_throughput",
+        "served_c1_p99_vs_inprocess_b1_median_latency",
+    }
+    assert "served c=4" in result.stdout and "in-proc b=64" in result.stdout
+
+
+def test_bench_over_http(digits_server):
+    result = CliRunner().invoke(
+        cli_app(),
+        ["bench", "--url", digits_server.http_url, "--protocol", "http", "--concurrency", "2",
+         "--duration", "0.4", "--warmup", "0.1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "served c=2" in result.stdout
+    assert np.isfinite(float(result.stdout.splitlines()[2].split()[2]))

@@ -1,0 +1,152 @@
+"""How the local server prepares its scratch copy of a repository, and how it reports start-up failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from serving.errors import ServingError
+from serving.server import (
+    SubstituteSettings,
+    TritonServer,
+    free_port,
+    prepare_repository,
+    read_config,
+    write_config,
+)
+from serving.triton_models import SETTINGS_FILE
+
+CPU_ONLY = SubstituteSettings(gpu=False, tensorrt=False, cores=2)
+
+
+def io_and_batching(config: mc.ModelConfig) -> tuple:
+    return (
+        config.name,
+        config.max_batch_size,
+        [(t.name, t.data_type, list(t.dims)) for t in config.input],
+        [(t.name, t.data_type, list(t.dims), t.label_filename) for t in config.output],
+        config.dynamic_batching.SerializeToString(deterministic=True),
+        dict((key, value.string_value) for key, value in config.parameters.items()),
+        [warmup.SerializeToString(deterministic=True) for warmup in config.model_warmup],
+    )
+
+
+def with_extra_models(repository: Path, tmp_path: Path) -> Path:
+    """The exported repository plus an INT8 copy and a TensorRT-plan model, as a GPU export would add."""
+    copy = tmp_path / "repository"
+    shutil.copytree(repository, copy, symlinks=True)
+    if not (copy / "alexnet_int8").exists():
+        shutil.copytree(copy / "alexnet", copy / "alexnet_int8")
+        config = read_config(copy / "alexnet_int8")
+        config.name = "alexnet_int8"
+        write_config(copy / "alexnet_int8", config)
+    trt = copy / "alexnet_trt"
+    (trt / "1").mkdir(parents=True)
+    (trt / "1" / "model.plan").write_bytes(b"engine built elsewhere")
+    shutil.copy(copy / "alexnet" / "labels.txt", trt / "labels.txt")
+    config = read_config(copy / "alexnet")
+    config.name, config.platform, config.backend = "alexnet_trt", "tensorrt_plan", "tensorrt"
+    write_config(trt, config)
+    return copy
+
+
+def test_onnx_models_become_python_models_with_the_same_config(digits_repository, tmp_path):
+    scratch = tmp_path / "scratch"
+    notes = prepare_repository(digits_repository, scratch, settings=CPU_ONLY)
+    exported, served = read_config(digits_repository / "alexnet"), read_config(scratch / "alexnet")
+    assert served.backend == "python" and not served.platform
+    assert io_and_batching(served) == io_and_batching(exported)
+    assert [group.kind for group in served.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+    assert (scratch / "alexnet" / "labels.txt").read_text() == (
+        digits_repository / "alexnet" / "labels.txt"
+    ).read_text()
+    version = scratch / "alexnet" / "1"
+    assert (version / "model.py").is_file() and (version / "onnx_session.py").is_file()
+    assert (version / "model.onnx").resolve() == (
+        digits_repository / "alexnet" / "1" / "model.onnx"
+    ).resolve()
+    settings = json.loads((version / SETTINGS_FILE).read_text())
+    assert (
+        settings["device"] == "cpu"
+        and settings["intra_op_threads"] == 2
+        and settings["onnx_file"] == "model.onnx"
+    )
+    # The preprocessing model and the ensemble run as exported.
+    for name in ("alexnet_preprocess", "alexnet_image"):
+        assert read_config(scratch / name) == read_config(digits_repository / name)
+    assert any(note.startswith("alexnet: onnxruntime backend not in the local server") for note in notes)
+    assert not (digits_repository / "alexnet" / "1" / "model.py").exists(), (
+        "the repository itself is untouched"
+    )
+
+
+def test_int8_is_loaded_only_when_asked_and_the_plan_only_with_a_gpu(digits_repository, tmp_path):
+    repository = with_extra_models(digits_repository, tmp_path)
+    notes = prepare_repository(repository, tmp_path / "default", settings=CPU_ONLY)
+    assert sorted(p.name for p in (tmp_path / "default").iterdir()) == [
+        "alexnet",
+        "alexnet_image",
+        "alexnet_preprocess",
+    ]
+    assert any("alexnet_int8: not loaded (start with --int8" in note for note in notes)
+    assert any(
+        "alexnet_trt: TensorRT plan not served locally (needs a GPU and TensorRT" in note for note in notes
+    )
+
+    prepare_repository(repository, tmp_path / "int8", serve_int8=True, settings=CPU_ONLY)
+    assert read_config(tmp_path / "int8" / "alexnet_int8").backend == "python"
+
+    gpu = SubstituteSettings(gpu=True, tensorrt=True, cores=16)
+    prepare_repository(repository, tmp_path / "gpu", settings=gpu)
+    plan_settings = json.loads((tmp_path / "gpu" / "alexnet_trt" / "1" / SETTINGS_FILE).read_text())
+    assert plan_settings["source_backend"] == "tensorrt" and plan_settings["device"] == "gpu"
+    assert Path(plan_settings["onnx_file"]) == (repository / "alexnet" / "1" / "model.onnx").resolve()
+    assert (
+        read_config(tmp_path / "gpu" / "alexnet").instance_group[0].kind
+        == read_config(repository / "alexnet").instance_group[0].kind
+    )  # a GPU machine keeps the exported instance kind
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: tmp / "missing", "no model repository at"),
+        (lambda tmp: tmp, "holds no model"),
+    ],
+    ids=["missing", "empty"],
+)
+def test_an_unusable_repository_says_how_to_make_one(tmp_path, make, message):
+    with pytest.raises(ServingError, match=message) as error:
+        prepare_repository(make(tmp_path), tmp_path / "scratch", settings=CPU_ONLY)
+    assert "alexnet export onnx" in str(error.value)
+
+
+def test_server_binds_loopback_with_model_control_off(tmp_path):
+    server = TritonServer(tmp_path, http_port=1, grpc_port=2, metrics_port=3)
+    command = server.command(tmp_path / "models", tmp_path / "backends")
+    for flag in ("--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
+                 "--model-control-mode=none", "--strict-readiness=true"):  # fmt: skip
+        assert flag in command
+    assert any(arg.startswith("--http-restricted-api=model-repository,") for arg in command)
+    assert any(arg.startswith("--grpc-restricted-protocol=model-repository,") for arg in command)
+
+
+@pytest.mark.slow
+def test_a_taken_port_fails_start_up_with_the_log_and_a_hint(digits_repository):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = TritonServer(
+            digits_repository, http_port=port, grpc_port=free_port(), metrics_port=free_port()
+        )
+        with pytest.raises(ServingError, match="exited with status") as error:
+            with server:
+                pass
+    assert "a port is taken" in str(error.value)
+    assert not server.is_running()
