@@ -49,7 +49,8 @@ class PixelsToProbabilities(nn.Module):
         self.register_buffer("shift", -mean / std)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.permute(0, 3, 1, 2).to(torch.float32) * self.scale + self.shift
+        # Cast before the transpose: TensorRT handles uint8 only at the input and in a Cast.
+        x = pixels.to(torch.float32).permute(0, 3, 1, 2) * self.scale + self.shift
         return torch.softmax(self.network(x), dim=1)
 
 
@@ -164,11 +165,6 @@ def check_onnx(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         raise ExportError(f"the exported graph {path.name} failed onnx.checker: {error}") from error
-
-
-def onnx_files(version_dir: Path) -> list[Path]:
-    """model.onnx and, if the exporter wrote one, its external weights file: they travel together."""
-    return sorted(p for p in version_dir.iterdir() if p.name.startswith(ONNX_FILE))
 
 
 class _quiet_exporter:

@@ -39,9 +39,9 @@ PLAN_FILE = "model.plan"
 TENSORRT_FP32_TOLERANCE = 2e-3
 TENSORRT_FP16_TOLERANCE = 2e-2
 WHERE_IT_RUNS = (
-    "build the plan on the GPU machine that serves it, inside the Triton container the production image "
-    "uses (see the README, 'TensorRT plan'), or let the production container build it at first start; "
-    "the ONNX model (`alexnet export onnx`) serves everywhere meanwhile"
+    "Build the plan on the GPU machine that serves it, inside the Triton container the production image "
+    "uses, or let the production container build it at first start (docs/production.md, 'The TensorRT "
+    "plan'); the ONNX model from `alexnet export onnx` serves everywhere meanwhile"
 )
 
 

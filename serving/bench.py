@@ -75,7 +75,8 @@ class BenchReport:
     rounds: int = 1
     served: list[ServedResult] = field(default_factory=list)
     inprocess: list[InProcessResult] = field(default_factory=list)
-    ratios: dict = field(default_factory=dict)
+    ratios: dict = field(default_factory=dict)  # medians of the per-round ratios
+    ratios_per_round: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -235,10 +236,12 @@ def run_benchmark(
     rounds: int = 1,
     progress=print,
 ) -> BenchReport:
-    """Concurrency sweep against the server, then (optionally) the in-process baseline, and their ratios.
+    """Concurrency sweep against the server, optionally the in-process baseline, and their ratios.
 
-    With rounds > 1 the sweep and the baseline alternate `rounds` times and each point reports the median
-    of its rounds: on a shared machine the load drifts, and alternating spreads the drift over both sides.
+    Each in-process batch size is timed right after the served point it is compared with (batch 1
+    after concurrency 1, the largest batch after the highest concurrency), so both see the same load.
+    With rounds > 1 all of it repeats; each point reports the median of its rounds and each ratio the
+    median of the per-round ratios: on a shared machine the load drifts from minute to minute.
     """
     classifier = TritonClassifier(url, protocol=protocol, model=model)
     try:
@@ -251,27 +254,26 @@ def run_benchmark(
     if compare_repository is not None:
         session = inprocess_session(served_onnx_file(compare_repository, model))
         input_name = session.get_inputs()[0].name
+    partners = baseline_partners(concurrencies, inprocess_batches if session is not None else ())
     served_runs: dict[int, list[ServedResult]] = {c: [] for c in concurrencies}
     inprocess_runs: dict[int, list[InProcessResult]] = {b: [] for b in inprocess_batches}
     for round_index in range(rounds):
         prefix = f"[{round_index + 1}/{rounds}] " if rounds > 1 else ""
-        for concurrency in concurrencies:
-            result = measure_served(
-                url,
-                protocol=protocol,
-                model=model,
-                concurrency=concurrency,
-                duration=duration,
-                warmup=warmup,
-                image_size=info.image_size,
-            )
-            progress(
-                f"{prefix}served     c={concurrency:<4} {_describe(result.images_per_second, result.latency)}"
-                + (f"  errors {result.errors}" if result.errors else "")
-            )
-            served_runs[concurrency].append(result)
-        if session is not None:
-            for batch_size in inprocess_batches:
+        for concurrency in [*concurrencies, None]:
+            if concurrency is not None:
+                result = measure_served(
+                    url,
+                    protocol=protocol,
+                    model=model,
+                    concurrency=concurrency,
+                    duration=duration,
+                    warmup=warmup,
+                    image_size=info.image_size,
+                )
+                errors = f"  errors {result.errors}" if result.errors else ""
+                progress(f"{prefix}served     c={concurrency:<4} {_describe(result)}{errors}")
+                served_runs[concurrency].append(result)
+            for batch_size in partners.get(concurrency, []):
                 result = measure_inprocess(
                     session,
                     batch_size=batch_size,
@@ -279,15 +281,36 @@ def run_benchmark(
                     duration=duration,
                     input_name=input_name,
                 )
-                progress(
-                    f"{prefix}in-process b={batch_size:<4} "
-                    f"{_describe(result.images_per_second, result.latency)}"
-                )
+                progress(f"{prefix}in-process b={batch_size:<4} {_describe(result)}")
                 inprocess_runs[batch_size].append(result)
+        per_round = BenchReport(url, protocol, model, info.image_size, duration, report.machine)
+        per_round.served = [runs[-1] for runs in served_runs.values()]
+        per_round.inprocess = [runs[-1] for runs in inprocess_runs.values() if runs]
+        report.ratios_per_round.append(compare(per_round))
     report.served = [_median_served(runs) for runs in served_runs.values()]
     report.inprocess = [_median_inprocess(runs) for runs in inprocess_runs.values() if runs]
-    report.ratios = compare(report)
+    report.machine["load_average_1m_at_end"] = (
+        round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    )
+    report.ratios = {
+        name: round(float(np.median([ratios[name] for ratios in report.ratios_per_round])), 3)
+        for name in report.ratios_per_round[0]
+    }
     return report
+
+
+def baseline_partners(concurrencies: list[int], batches: tuple[int, ...]) -> dict[int | None, list[int]]:
+    """Which in-process batch sizes to time right after which concurrency (None: after the sweep)."""
+    partners: dict[int | None, list[int]] = {}
+    for batch_size in batches:
+        if batch_size == 1 and 1 in concurrencies:
+            partner = 1
+        elif batch_size == max(batches):
+            partner = max(concurrencies)
+        else:
+            partner = None
+        partners.setdefault(partner, []).append(batch_size)
+    return partners
 
 
 def _median_latency(latencies: list[Latency]) -> Latency:
@@ -324,10 +347,11 @@ def _median_inprocess(runs: list[InProcessResult]) -> InProcessResult:
     )
 
 
-def _describe(images_per_second: float, latency: Latency) -> str:
+def _describe(result: ServedResult | InProcessResult) -> str:
+    latency = result.latency
     return (
-        f"{images_per_second:8.1f} images/s   p50 {latency.p50_ms:7.1f} ms   p95 {latency.p95_ms:7.1f} ms   "
-        f"p99 {latency.p99_ms:7.1f} ms"
+        f"{result.images_per_second:8.1f} images/s   p50 {latency.p50_ms:7.1f} ms   "
+        f"p95 {latency.p95_ms:7.1f} ms   p99 {latency.p99_ms:7.1f} ms"
     )
 
 
@@ -361,7 +385,10 @@ def format_report(report: BenchReport) -> str:
     for result in report.inprocess:
         lines.append(_row(f"in-proc b={result.batch_size}", result.images_per_second, result.latency))
     for name, value in report.ratios.items():
-        lines.append(f"{name}: {value:.3f}")
+        rounds = ", ".join(f"{ratios[name]:.3f}" for ratios in report.ratios_per_round)
+        lines.append(f"{name}: {value:.3f}" + (f" (median of rounds {rounds})" if report.rounds > 1 else ""))
+    if report.machine.get("load_average_1m_at_end") is not None:
+        lines.append(f"load average (1 min) at the end: {report.machine['load_average_1m_at_end']}")
     return "\n".join(lines)
 
 

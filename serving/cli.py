@@ -71,8 +71,9 @@ def serve(
     try:
         server.start()
         server.wait_until_ready(timeout=ready_timeout)
-        for note in server.notes:
-            typer.echo(f"note: {note}", err=True)
+        if log_file is not None:  # otherwise they were printed with the log
+            for note in server.notes:
+                typer.echo(f"note: {note}", err=True)
         typer.echo(
             f"Triton is ready: {', '.join(server.models)}\n"
             f"  HTTP    http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)\n"

@@ -137,6 +137,12 @@ def _version(path: Path) -> int:
     return int(path.name)
 
 
+def tensorrt_cache_dir(model: str, version: str) -> Path:
+    """Where ONNX Runtime keeps the TensorRT engines it builds (tens of seconds each) across restarts."""
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache_root / "alexnet" / "tensorrt" / model / version
+
+
 def wants_fp16(config: model_config_pb2.ModelConfig) -> bool:
     """FP16 asked for by a plan's `precision` parameter or a TensorRT accelerator's `precision_mode`."""
     if "precision" in config.parameters and config.parameters["precision"].string_value.upper() == "FP16":
@@ -185,7 +191,7 @@ def _substitute(
             "allow_spinning": settings.allow_spinning,
             "tensorrt": settings.tensorrt,
             "fp16": fp16,
-            "tensorrt_cache_dir": str(version_dir / "tensorrt_cache"),
+            "tensorrt_cache_dir": str(tensorrt_cache_dir(config.name, version_dir.name)),
         }
         (version_dir / SETTINGS_FILE).write_text(json.dumps(substitute, indent=2))
     write_config(model_dir, config)

@@ -195,6 +195,7 @@ def test_int8_agrees_with_fp32(digits_export):
     assert model.ByteSize() < 0.5 * (digits_export.repository / "alexnet" / "1" / "model.onnx").stat().st_size
 
 
+@pytest.mark.slow  # a whole export (seconds to tens of seconds on 2 cores)
 def test_paper_architecture_exports_with_parity(tmp_path: Path):
     """The other architecture (LRN, grouped convolutions): a confident random network, digits images."""
     from export.pipeline import export_repository
@@ -281,6 +282,7 @@ def test_weights_that_do_not_match_model_json_fail_cleanly(
     assert_no_staging_left(repository_copy)
 
 
+@pytest.mark.slow  # a whole export (seconds to tens of seconds on 2 cores)
 def test_failed_parity_leaves_the_repository_unchanged(repository_copy: Path, digits_model_dir: Path):
     """A parity failure after the ONNX file was written (in staging) must not reach REPO."""
     before = tree_digest(repository_copy)
@@ -293,6 +295,7 @@ def test_failed_parity_leaves_the_repository_unchanged(repository_copy: Path, di
     assert_no_staging_left(repository_copy)
 
 
+@pytest.mark.slow  # a whole export (seconds to tens of seconds on 2 cores)
 def test_exporting_again_adds_a_version_and_keeps_the_old(repository_copy: Path, digits_model_dir: Path):
     version_1 = tree_digest(repository_copy / "alexnet" / "1")
 
@@ -324,10 +327,11 @@ def test_export_tensorrt_says_where_it_can_run(digits_model_dir: Path, tmp_path:
     assert result.returncode == 2
     message = result.stderr.strip()
     assert message.startswith("error: `alexnet export tensorrt` cannot run here")
-    assert "GPU" in message and "README" in message and "Traceback" not in message
+    assert "GPU" in message and "docs/production.md" in message and "Traceback" not in message
     assert not repository.exists()
 
 
+@pytest.mark.slow  # a whole export (seconds to tens of seconds on 2 cores)
 def test_export_tensorrt_builds_a_plan(digits_model_dir: Path, tmp_path: Path):
     from export.tensorrt_build import export_tensorrt, tensorrt_missing_reason
 
@@ -341,6 +345,7 @@ def test_export_tensorrt_builds_a_plan(digits_model_dir: Path, tmp_path: Path):
     assert (tmp_path / "repo" / "alexnet_trt" / "1" / "model.plan").stat().st_size > 0
 
 
+@pytest.mark.slow  # a whole export (seconds to tens of seconds on 2 cores)
 def test_bench_export_reports_all_three_engines(digits_model_dir: Path, tmp_path: Path):
     from export.bench import ENGINES, run_bench_export
 
