@@ -131,7 +131,11 @@ def build_demo(client: TritonClassifier) -> gr.Blocks:
         label, details = classifier.classify(Image.fromarray(scan, mode="L").convert("RGB"))
         return label, details, scan_preview(scan)
 
-    with gr.Blocks(title=f"AlexNet on Triton: {model.name}", analytics_enabled=False) as demo:
+    with gr.Blocks(
+        title=f"AlexNet on Triton: {model.name}",
+        analytics_enabled=False,
+        delete_cache=(3600, 3600),  # uploads older than an hour leave Gradio's cache, checked hourly
+    ) as demo:
         gr.Markdown(
             f"# AlexNet on Triton\nWhat the `{model.name}` model served by NVIDIA Triton says about "
             "your image. "
@@ -179,6 +183,7 @@ def build_demo(client: TritonClassifier) -> gr.Blocks:
                         scan = gr.Image(
                             label=f"What the model sees: your drawing as a {scan_size}×{scan_size} scan",
                             interactive=False,
+                            format="png",  # exact pixels, not webp's approximation
                             height=SCAN_PREVIEW_SIZE + 40,
                             elem_id="drawing-scan",
                         )

@@ -38,10 +38,8 @@ def demo(
         client.wait_until_ready(timeout=wait)
         page = build_demo(client)
     except ServingError as error:
-        raise DemoError(
-            f"{error}\nstart Triton first (`alexnet serve --repository model_repository`), or run "
-            "`alexnet quickstart`, which trains, exports, serves and opens this page"
-        ) from None
+        quickstart = "or run `alexnet quickstart`, which trains, exports, serves and opens the page"
+        raise DemoError(f"{error}; {quickstart}") from None
     page_url = launch_demo(page, host=host, port=port, quiet=True)
     typer.echo(f"Demo page: {page_url} (asking Triton at {client.url} over {protocol})")
     try:

@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+# The model repository is the server's input, never its scratch space (and read-only in production):
+# no __pycache__ beside the model.
+sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from image_preprocessing import ImageError, prepare_image  # noqa: E402  (copied beside this file)
 

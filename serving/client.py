@@ -132,7 +132,9 @@ class TritonClassifier:
             if self.protocol == "grpc":
                 with self._lock:  # the gRPC client is thread-safe: share one channel
                     if not self._clients:
-                        self._clients.append(self._module.InferenceServerClient(self.url))
+                        self._clients.append(
+                            self._module.InferenceServerClient(self.url, channel_args=grpc_channel_args())
+                        )
                     client = self._clients[0]
             else:
                 client = self._module.InferenceServerClient(
@@ -362,6 +364,25 @@ class TritonClassifier:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def grpc_channel_args() -> list[tuple[str, int]]:
+    """tritonclient's channel settings, plus a short reconnect backoff: gRPC's default grows to tens of
+    seconds while a server starts, and wait_until_ready would notice readiness that much later."""
+    from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
+
+    keepalive = KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
 
 
 def _strip_scheme(url: str) -> str:

@@ -7,6 +7,8 @@ The browser is Debian's `chromium` (installed by `make setup-test`), driven by P
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,3 +90,16 @@ def digits_demo(digits_server) -> Iterator[RunningDemo]:
     yield RunningDemo(url=url, triton_grpc_url=digits_server.grpc_url, client=client)
     page.close(verbose=False)
     client.close()
+
+
+def read_until(process: subprocess.Popen, marker: str, timeout: float) -> list[str]:
+    """Lines of the process's output up to the one containing `marker` (fails if it exits or stalls)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            return lines
+        if time.monotonic() > deadline:
+            break
+    pytest.fail(f"no {marker!r} within {timeout:.0f}s; output:\n{''.join(lines)}")

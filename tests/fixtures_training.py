@@ -34,5 +34,7 @@ def digits_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("digits") / "model"
     result = alexnet_command("train", "--data", "digits", "--out", str(out), "--epochs", str(FIXTURE_EPOCHS))
     if result.returncode != 0:
-        pytest.fail(f"training the digits model failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        pytest.fail(
+            f"training the digits model failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return out

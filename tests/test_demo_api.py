@@ -43,25 +43,32 @@ def test_page_api_gives_the_same_top5_as_alexnet_classify(digits_demo, page_api)
         assert "round trip" in details and "ms" in details
 
 
-def test_drawn_digits_are_read_like_the_scans(digits_demo, page_api, tmp_path):
-    """A validation digit drawn on the sketchpad (big, black on transparent) must mostly get the answer
-    that its own 8x8 scan gets from Triton: the drawing becomes a scan like the training data."""
+def test_a_drawn_digit_becomes_its_scan_and_gets_tritons_answer_for_it(digits_demo, page_api, tmp_path):
+    """Validation digits drawn on the sketchpad (big, black on a transparent canvas): the page turns each
+    back into an 8x8 scan like the original and shows what Triton answers for that scan."""
     from gradio_client import handle_file
 
     images, _ = validation_digits()
-    scans, drawings = [], []
-    for position in range(10):
-        scans.append(tmp_path / f"scan_{position}.png")
-        Image.fromarray(images[position], mode="L").save(scans[-1])
-        drawings.append(tmp_path / f"drawing_{position}.png")
-        Image.fromarray(as_drawing(images[position]), mode="RGBA").save(drawings[-1])
-    scan_answers = [top[0].label for top in digits_demo.client.classify_files(scans, top_k=1)]
-
-    same = 0
-    for drawing, scan_answer in zip(drawings, scan_answers, strict=True):
+    for position in range(5):
+        drawing = tmp_path / f"drawing_{position}.png"
+        Image.fromarray(as_drawing(images[position]), mode="RGBA").save(drawing)
         value = {"background": None, "layers": [], "composite": handle_file(str(drawing))}
         label, details, preview = page_api.predict(value, api_name="/classify_drawing")
-        same += label["label"] == scan_answer
+
+        enlarged = np.asarray(Image.open(preview).convert("L"))
+        assert enlarged.shape == (160, 160)
+        scan = enlarged[10::20, 10::20]  # one pixel from the middle of each 20x20 square
+        assert similarity(scan, images[position]) > 0.85, scan
+        scan_file = tmp_path / f"scan_{position}.png"
+        Image.fromarray(scan, mode="L").save(scan_file)
+        (direct,) = digits_demo.client.classify_files([scan_file], top_k=1)
+        assert label["label"] == direct[0].label
         assert "round trip" in details
-        assert np.asarray(Image.open(preview)).shape[:2] == (160, 160)  # the 8x8 scan, enlarged
-    assert same >= 8, f"only {same} of 10 drawn digits got their scan's answer"
+
+
+def similarity(scan: np.ndarray, original: np.ndarray) -> float:
+    """Correlation, allowing a one-column shift: the page centres a drawing, some scans sit off-centre."""
+    def shifted(image: np.ndarray, columns: int) -> np.ndarray:
+        return np.roll(np.pad(image, ((0, 0), (1, 1))), columns, axis=1)[:, 1:-1]
+
+    return max(np.corrcoef(shifted(scan, dx).ravel(), original.ravel())[0, 1] for dx in (-1, 0, 1))

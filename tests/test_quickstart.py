@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
+from fixtures_demo import read_until
 
 from demo.quickstart import repository_is_current
 from training.model_card import ModelCard
@@ -82,15 +82,3 @@ def test_quickstart_serves_the_page_until_ctrl_c_then_stops_everything(digits_mo
         with pytest.raises(OSError):
             urllib.request.urlopen(url, timeout=5)
 
-
-def read_until(process: subprocess.Popen, marker: str, timeout: float) -> list[str]:
-    """Lines of the process's output up to the one containing `marker` (fails if it exits or stalls)."""
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    for line in process.stdout:
-        lines.append(line)
-        if marker in line:
-            return lines
-        if time.monotonic() > deadline:
-            break
-    pytest.fail(f"no {marker!r} within {timeout:.0f}s; output:\n{''.join(lines)}")

@@ -15,6 +15,7 @@ DIR/labels.txt (or ImageNet's LOC_synset_mapping.txt): one line per class, in cl
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,8 +105,8 @@ def load_data(
         train = ImageFolderDataset(
             scan_split(root, "train", class_folders), train_tf, substitute_unreadable=True
         )
-        val = ImageFolderDataset(scan_split(root, "val", class_folders), eval_tf, substitute_unreadable=False)
         train.check_something_readable()
+        val = ImageFolderDataset(scan_split(root, "val", class_folders), eval_tf, substitute_unreadable=False)
         val.check_something_readable()
         data = str(root)
     return DataSource(data, train, val, labels, image_size, resize_size, mean, std, augmentation)
@@ -340,7 +341,7 @@ def make_loaders(
     """Train loader (shuffled per epoch, sharded across ranks) and validation loader (sharded, in order)."""
     common = {"num_workers": workers, "pin_memory": pin_memory, "collate_fn": collate_skipping}
     if workers > 0:
-        common["prefetch_factor"] = 4
+        common.update(prefetch_factor=4, worker_init_fn=_leave_ctrl_c_to_the_trainer)
     train_sampler = ResumableSampler(source.train, rank=rank, world_size=world_size, seed=seed)
     # Worker seeds come from this generator, reseeded every epoch, so a resumed epoch augments alike.
     train = DataLoader(
@@ -350,6 +351,12 @@ def make_loaders(
         source.val, batch_size=batch_size, sampler=ShardSampler(len(source.val), rank, world_size), **common
     )
     return train, val
+
+
+def _leave_ctrl_c_to_the_trainer(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; a worker that died of it would break the loader while the
+    # training process is still finishing its step and saving a checkpoint.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_workers(data: str, world_size: int) -> int:

@@ -639,7 +639,7 @@ def _epochs(
             "epoch": epoch + 1,
             "train_loss": round(result.loss, 5),
             **{k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
-            "lr": schedule.lr_at((epoch + 1) * schedule.steps_per_epoch - 1),
+            "lr": float(f"{schedule.lr_at((epoch + 1) * schedule.steps_per_epoch - 1):.6g}"),
             "images_per_s": round(result.images_per_second, 1),
             "train_images": result.images,
             "train_images_by_rank": result.images_by_rank,
@@ -684,12 +684,19 @@ def _open_outputs(config: TrainConfig, state: RunState, runtime: Runtime, steps_
             for line in metrics.read_text().splitlines()
             if line.strip() and json.loads(line)["epoch"] <= state.epoch
         ]
+    if not config.resume and (out / CHECKPOINT_FILE).is_file():
+        print(
+            f"note: starting a new run in {out}; the earlier run's files there are replaced as this one "
+            "writes (Ctrl-C now and add --resume to continue that run instead)",
+            file=sys.stderr,
+        )
     metrics.write_text("".join(line + "\n" for line in kept))
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # TensorBoard is optional at run time
         return None
-    purge = state.epoch * steps_per_epoch + 1 if config.resume else None
+    # A new run hides the events of any earlier one in tb/; a resumed one those after its checkpoint.
+    purge = state.epoch * steps_per_epoch + 1 if config.resume else 0
     return SummaryWriter(log_dir=str(out / "tb"), purge_step=purge)
 
 

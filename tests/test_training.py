@@ -1,0 +1,297 @@
+"""Training end to end, as a user runs it: the digits model, torchrun DDP on two CPU processes, a run
+killed with SIGKILL (and one stopped with Ctrl-C) resumed to the end, and each bad input's one error."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures_training import FIXTURE_EPOCHS, REPO, alexnet_command
+
+from training.data import validation_pixels
+from training.model_card import ModelCard
+from training.model_dir import load_model_dir
+
+# A small run for the resume tests: 96 synthetic images, 6 steps per epoch, 3 epochs.
+SMALL_RUN = ["--data", "synthetic", "--synthetic-size", "96", "--batch-size", "16", "--epochs", "3"]
+STEPS_PER_EPOCH = 6
+
+
+def metrics_lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def optimizer_steps(checkpoint: dict) -> int:
+    """AdamW counts its steps per parameter: the optimizer state's own record of how far training got."""
+    steps = {int(state["step"]) for state in checkpoint["optimizer"]["state"].values()}
+    assert len(steps) == 1
+    return steps.pop()
+
+
+def load_checkpoint_file(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+def test_digits_model_dir_is_a_complete_hand_off(digits_model_dir: Path):
+    card = ModelCard.load(digits_model_dir)
+    assert card.architecture == "torchvision" and card.labels == [str(d) for d in range(10)]
+    assert (card.image_size, card.resize_size, card.dataset) == (64, 64, "digits")
+    assert card.metrics["top1"] >= 0.90, card.metrics
+    assert (
+        0 <= card.metrics["top1"] <= card.metrics["top5"] <= 1
+        and 1 <= card.metrics["epoch"] <= FIXTURE_EPOCHS
+    )
+    training = card.training
+    assert training["optimizer"] == "adamw" and training["batch_size"] == 64 and training["world_size"] == 1
+    assert training["epochs"] == FIXTURE_EPOCHS and training["device"] == "cpu"
+    assert training["seconds"] > 0 and training["images_per_s"] > 0 and "AdamW" in training["note"]
+    for name in ("model.safetensors", "checkpoint.pt", "checkpoint_best.pt", "metrics.jsonl"):
+        assert (digits_model_dir / name).is_file(), name
+    assert list((digits_model_dir / "tb").glob("events.out.tfevents.*")), "TensorBoard scalars"
+    records = metrics_lines(digits_model_dir)
+    assert [r["epoch"] for r in records] == list(range(1, FIXTURE_EPOCHS + 1))
+    assert max(r["top1"] for r in records) == pytest.approx(card.metrics["top1"], abs=1e-5)
+    # The exported weights are the best epoch's: they classify the validation pixels export will use
+    # exactly as well as model.json says.
+    model, card = load_model_dir(digits_model_dir)
+    pixels, labels = validation_pixels(card)
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
+    images = (images - torch.tensor(card.mean).view(1, 3, 1, 1)) / torch.tensor(card.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        predicted = model(images).argmax(1).numpy()
+    assert np.mean(predicted == labels) == pytest.approx(card.metrics["top1"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_as_well_as_one(digits_model_dir: Path, tmp_path: Path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+        "-m", "training", "--data", "digits", "--out", str(out), "--epochs", str(FIXTURE_EPOCHS),
+        "--batch-size", "32",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    single, ddp = ModelCard.load(digits_model_dir), ModelCard.load(out)
+    assert ddp.training["world_size"] == 2 and ddp.training["batch_size"] == 64  # the same global batch
+    assert ddp.training["lr"] == single.training["lr"]
+    assert ddp.metrics["top1"] >= 0.90 and ddp.metrics["top1"] >= single.metrics["top1"] - 0.03
+    # Both ranks trained on their half of every epoch ...
+    for record in metrics_lines(out):
+        assert record["train_images_by_rank"] == [719, 719]  # 1,437 images, padded to 1,438 by the sampler
+        assert record["val_images"] == 360  # every validation image counted once, across both ranks
+    # ... and only rank 0 printed and wrote.
+    for epoch in range(1, FIXTURE_EPOCHS + 1):
+        assert result.stdout.count(f"epoch {epoch}/{FIXTURE_EPOCHS} ") == 1
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [
+        "checkpoint.pt",
+        "checkpoint_best.pt",
+        "metrics.jsonl",
+        "model.json",
+        "model.safetensors",
+        "tb",
+    ]
+    assert len(list((out / "tb").iterdir())) == 1
+
+
+def start_training(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "alexnet_cli", "train", *SMALL_RUN, "--out", str(out), *extra],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"training ended early ({process.returncode}): {process.communicate()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("timed out waiting for training")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_sigkill_then_resume_finishes_exactly_like_an_uninterrupted_run(tmp_path: Path):
+    reference = tmp_path / "reference"
+    finished = alexnet_command("train", *SMALL_RUN, "--out", str(reference))
+    assert finished.returncode == 0, finished.stderr
+    out = tmp_path / "interrupted"
+
+    # 1. Ctrl-C in the middle of an epoch: a checkpoint of that very step, exit status 130.
+    process = start_training(out)
+    wait_for(lambda: (out / "tb").is_dir(), process)  # set up; the first epoch is starting
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr
+    interrupted = load_checkpoint_file(out / "checkpoint.pt")
+    assert interrupted["epoch"] < 3 and 0 < interrupted["step_in_epoch"] < STEPS_PER_EPOCH
+    assert (
+        optimizer_steps(interrupted) == interrupted["epoch"] * STEPS_PER_EPOCH + interrupted["step_in_epoch"]
+    )
+
+    # 2. Resume with no other flags; SIGKILL once it has written its next epoch's checkpoint.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "alexnet_cli", "train", "--out", str(out), "--resume"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    interrupted_file = (out / "checkpoint.pt").stat().st_ino
+    wait_for(
+        lambda: (out / "checkpoint.pt").stat().st_ino != interrupted_file, process
+    )  # replaced atomically
+    time.sleep(0.3)
+    assert process.poll() is None, "the run should still be training its next epoch"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    killed = load_checkpoint_file(out / "checkpoint.pt")
+    assert killed["epoch"] == interrupted["epoch"] + 1 and killed["step_in_epoch"] == 0
+    assert optimizer_steps(killed) == killed["epoch"] * STEPS_PER_EPOCH
+
+    # 3. Resume again: it continues from the checkpoint's epoch and finishes.
+    resumed = alexnet_command("train", "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"from epoch {killed['epoch'] + 1}" in resumed.stdout
+    assert [r["epoch"] for r in metrics_lines(out)] == [1, 2, 3]  # each epoch once, none lost or doubled
+    final = load_checkpoint_file(out / "checkpoint.pt")
+    assert (
+        final["epoch"] == 3 and optimizer_steps(final) == 3 * STEPS_PER_EPOCH
+    )  # the optimizer state carried over
+    # Exactly where it stopped: same weights, optimizer moments and metrics as the run never interrupted.
+    expected = load_checkpoint_file(reference / "checkpoint.pt")
+    for name, tensor in expected["model"].items():
+        torch.testing.assert_close(final["model"][name], tensor, rtol=0, atol=0, msg=name)
+    for key, state in expected["optimizer"]["state"].items():
+        torch.testing.assert_close(
+            final["optimizer"]["state"][key]["exp_avg"], state["exp_avg"], rtol=0, atol=0
+        )
+    assert [r["val_loss"] for r in metrics_lines(out)] == [r["val_loss"] for r in metrics_lines(reference)]
+
+
+# --- bad input: one clear message, exit status 2, nothing already written lost -------------------------
+
+
+def assert_one_clear_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.fixture
+def finished_run(digits_model_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the digits run (checkpoints hard-linked: they are large and we never write into them)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for path in digits_model_dir.iterdir():
+        if path.is_file():
+            os.link(path, out / path.name)
+    return out
+
+
+@pytest.mark.slow
+def test_missing_and_empty_data_folders(tmp_path: Path):
+    assert_one_clear_error(
+        alexnet_command("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")),
+        "no such folder",
+    )
+    (tmp_path / "empty" / "train" / "cats").mkdir(parents=True)
+    (tmp_path / "empty" / "val" / "cats").mkdir(parents=True)
+    assert_one_clear_error(
+        alexnet_command("train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")),
+        "no images in",
+        "train",
+    )
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_folder_of_unreadable_images(tmp_path: Path):
+    for split in ("train", "val"):
+        (tmp_path / "bad" / split / "cats").mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "bad" / split / "cats" / f"{i}.jpg").write_bytes(b"\xff\xd8 this is not a picture")
+    result = alexnet_command("train", "--data", str(tmp_path / "bad"), "--out", str(tmp_path / "o"))
+    assert_one_clear_error(result, "none of the 3 images", "can be read")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_truncated_and_foreign_checkpoints_are_refused_and_kept(finished_run: Path):
+    checkpoint = finished_run / "checkpoint.pt"
+    data = checkpoint.read_bytes()
+    checkpoint.unlink()  # break the hard link before writing: the fixture's file stays whole
+    checkpoint.write_bytes(data[: len(data) // 3])
+    before = snapshot(finished_run)
+    assert_one_clear_error(alexnet_command("train", "--out", str(finished_run), "--resume"), "truncated")
+    assert snapshot(finished_run) == before
+
+    checkpoint.unlink()
+    torch.save({"features.0.weight": torch.zeros(1)}, checkpoint)
+    before = snapshot(finished_run)
+    assert_one_clear_error(alexnet_command("train", "--out", str(finished_run), "--resume"), "--init")
+    assert snapshot(finished_run) == before
+
+    empty = finished_run.parent / "empty"
+    empty.mkdir()
+    assert_one_clear_error(alexnet_command("train", "--out", str(empty), "--resume"), "no checkpoint.pt")
+
+
+@pytest.mark.slow
+def test_resume_with_another_architecture_is_refused(finished_run: Path):
+    before = snapshot(finished_run)
+    result = alexnet_command("train", "--out", str(finished_run), "--resume", "--arch", "paper")
+    assert_one_clear_error(result, "--arch torchvision")
+    assert snapshot(finished_run) == before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_for_where_there_is_none(tmp_path: Path):
+    result = alexnet_command("train", "--device", "cuda", "--out", str(tmp_path / "o"))
+    assert_one_clear_error(result, "--device cuda", "--device cpu")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_training_on_an_image_folder_with_a_few_broken_files(tmp_path: Path):
+    from test_training_data import make_image_folder
+
+    root = make_image_folder(tmp_path / "photos", per_class=4, corrupt_train=2, corrupt_val=1)
+    (root / "labels.txt").write_text("blue the blue class\ngreen\nred\n")
+    out = tmp_path / "run"
+    result = alexnet_command(
+        "train", "--data", str(root), "--out", str(out), "--epochs", "1", "--batch-size", "7",
+        "--workers", "1", "--optimizer", "sgd",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "skipped 2 unreadable training and 1 validation files" in result.stdout
+    record = metrics_lines(out)[0]
+    assert (record["train_skipped"], record["val_skipped"], record["val_images"]) == (2, 1, 6)
+    card = ModelCard.load(out)
+    assert card.labels == ["the blue class", "green", "red"] and card.dataset == str(root.resolve())
+    assert (card.image_size, card.resize_size) == (64, 73) and card.training["augmentation"] == "torchvision"
+    shutil.rmtree(out)
