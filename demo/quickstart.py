@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 SCORE_TOLERANCE = 1e-3  # HTTP+pixels and gRPC+server-side preprocessing must agree to this
 TOP1_TOLERANCE = 0.01  # served vs recorded validation top-1 (ONNX Runtime may flip a borderline digit or two)
-MIN_SERVED_TOP1 = 0.8  # below this the quickstart model is too weak to be worth showing
+MIN_SERVED_TOP1 = 0.5  # below this the model has not learned digits (chance is 10%): the check fails
+WEAK_SERVED_TOP1 = 0.8  # below this the quickstart says the model is weak and how to train it better
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Stopwatch:
 def run_alexnet(*arguments: str) -> None:
     """Run an `alexnet` command in a subprocess (its output goes straight to the terminal)."""
     command = [sys.executable, "-m", "alexnet_cli", *arguments]
+    sys.stdout.flush()  # our lines first, then the subprocess's, also when the output is a pipe
     status = subprocess.run(command, stdin=subprocess.DEVNULL).returncode
     if status != 0:
         raise DemoError(f"`alexnet {' '.join(arguments)}` failed with status {status}: see its output above")
@@ -170,11 +172,11 @@ def self_check(http_url: str, grpc_url: str, name: str, recorded_top1: float | N
             f"{recorded_top1:.2%}: the served repository does not match the model folder, or serving "
             "prepares images differently from training; export again with `alexnet export onnx`"
         )
-    if served_top1 < MIN_SERVED_TOP1:
+    if served_top1 < WEAK_SERVED_TOP1:
         advice = (f"the model gets only {served_top1:.2%} of the validation digits right: train it again "
                   "(delete the model folder, or run `alexnet train --data digits --out DIR --epochs N` with "
                   "more epochs)")
-        if recorded_top1 is None:  # nothing to compare with: a weak score may as well be a broken server
+        if served_top1 < MIN_SERVED_TOP1 or recorded_top1 is None:
             raise DemoError(advice)
         say(f"    note: {advice}")
 

@@ -102,7 +102,7 @@ def tensorrt(
     ] = None,
 ) -> None:
     """Build a TensorRT engine (model.plan) from the ONNX export and write it as <name>_trt. Needs an NVIDIA
-    GPU and TensorRT (pip install '.[tensorrt]'); a plan runs only on the TensorRT version and GPU family
+    GPU and TensorRT (pip install '.\\[tensorrt]'); a plan runs only on the TensorRT version and GPU family
     that built it, so build it where it will be served.
 
     Example: alexnet export tensorrt --model runs/digits --repository model_repository --fp16

@@ -21,15 +21,16 @@ def true_digit(path: Path) -> str:
 
 
 def surest_validation_digit(client) -> tuple[Path, str]:
-    """Of the page's validation examples, the one the served model is surest of and gets right.
+    """Of the page's ten validation examples, the one the served model is surest of and gets right.
 
-    The page must show that digit; which digits a seconds-trained model gets right is training's business.
+    The session's model is trained to >= 90% top-1 (fixtures_training): if it gets fewer than 7 of the
+    ten right, no page can show the right digit and the failure belongs to training, so say that.
     """
     files = digit_example_files()
     answers = client.classify_files(files, top_k=1)
     right = [(top[0].score, path) for path, top in zip(files, answers, strict=True)
              if top[0].label == true_digit(path)]
-    assert right, "the served model gets none of the ten example digits right: is the session model trained?"
+    assert len(right) >= 7, f"the session's digits model gets only {len(right)} of 10 validation digits right"
     path = max(right)[1]
     return path, true_digit(path)
 

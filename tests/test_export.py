@@ -185,9 +185,17 @@ def test_onnx_matches_pytorch_on_the_digits(digits_export):
     assert [check.images for check in random] == [1, 7, 64]
 
 
-def test_int8_agrees_with_fp32(digits_export):
+def test_int8_agrees_with_fp32(digits_export, digits_model_dir: Path):
+    from export.images import real_images
+    from serving.onnx_session import create_session
+
     report = digits_export.int8
     print(report.summary())
+    # Agreement only means something if the FP32 model makes real decisions (not one class for all).
+    pixels, _ = real_images(ModelCard.load(digits_model_dir), None)
+    fp32 = create_session(digits_export.repository / "alexnet" / "1" / "model.onnx", device="cpu")
+    predicted = np.unique(fp32.run(None, {"pixels": pixels})[0].argmax(axis=1))
+    assert len(predicted) >= 5, f"the digits model predicts only classes {predicted}: is it trained?"
     assert report.top1_agreement >= 0.99
     assert report.images >= 300 and report.int8_images_per_s > 0 and report.fp32_images_per_s > 0
     model = onnx.load(str(digits_export.repository / "alexnet_int8" / "1" / "model.onnx"))
@@ -372,3 +380,30 @@ def test_session_factory_picks_providers_this_machine_has(digits_repository: Pat
         assert select_providers("auto") == ["CPUExecutionProvider"]
         with pytest.raises(RuntimeError, match="no usable NVIDIA GPU"):
             create_session(path, device="cuda")
+
+
+def test_calibration_folder_is_read_like_the_server_reads_uploads(tmp_path: Path, digits_model_dir: Path):
+    from PIL import Image
+
+    from export.errors import ExportError
+    from export.images import real_images
+    from serving.image_preprocessing import prepare_image
+
+    card = ModelCard.load(digits_model_dir)
+    folder = tmp_path / "calibration"
+    (folder / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index, (size, suffix) in enumerate([((90, 70), "png"), ((64, 64), "jpg"), ((200, 120), "webp")]):
+        image = Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8))
+        image.save(folder / ("nested" if index == 2 else ".") / f"image_{index}.{suffix}")
+    (folder / "notes.txt").write_text("not an image, skipped by its suffix")
+    pixels, name = real_images(card, folder)
+    assert pixels.shape == (3, card.image_size, card.image_size, 3) and pixels.dtype == np.uint8
+    first = prepare_image(
+        (folder / "image_0.png").read_bytes(), resize_size=card.resize_size, image_size=card.image_size
+    )
+    assert np.array_equal(pixels[0], first) and str(folder) in name
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExportError, match="no JPEG/PNG/WebP images"):
+        real_images(card, tmp_path / "empty")

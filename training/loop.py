@@ -192,6 +192,27 @@ class LRSchedule:
 # --- model, optimizer, precision ------------------------------------------------------------------
 
 
+def initialise(model: nn.Module, config: TrainConfig) -> str:
+    """Set the starting weights; returns how, for the log and model.json.
+
+    The paper network keeps the paper's initialisation (done by build_model). The torchvision network gets
+    He initialisation (He et al. 2015, as torchvision initialises its VGGs and ResNets) instead of PyTorch's
+    default, which shrinks the signal about sixfold per layer: from scratch on digits that turns a stall of
+    several epochs into 90% validation top-1 after two.
+    """
+    if config.init:
+        return load_torchvision_weights(model, config.arch, Path(config.init))
+    if config.arch == "paper":
+        return "the paper's initialisation: weights N(0, 0.01), biases 1 in conv2/4/5 and fc6/7, else 0"
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    for layer in layers[:-1]:
+        nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(layer.bias)
+    nn.init.normal_(layers[-1].weight, mean=0.0, std=0.01)  # small logits: start near uniform predictions
+    nn.init.zeros_(layers[-1].bias)
+    return "He initialisation (kaiming_normal, fan_in, ReLU gain; last layer N(0, 0.01))"
+
+
 def build_optimizer(config: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     decay = config.effective_weight_decay()
     # Fused kernels exist for CPU and CUDA: AdamW's step over 57M parameters is ~5x faster on a CPU.
@@ -423,6 +444,7 @@ class RunState:
     seconds: float = 0.0  # training and evaluation time so far, over all sessions of this run
     train_seconds: float = 0.0  # of which training steps
     train_images: int = 0  # images trained on, all ranks together
+    initialisation: str = ""  # how the weights started
 
 
 def main(config: TrainConfig, checkpoint: dict[str, Any] | None = None) -> ModelCard | None:
@@ -488,9 +510,7 @@ def _run(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | Non
     )
     precision = Precision.choose(runtime.device, amp=config.amp, channels_last=config.channels_last)
     model = build_model(config.arch, len(source.labels))
-    init_note = ""
-    if config.init and checkpoint is None:
-        init_note = load_torchvision_weights(model, config.arch, Path(config.init))
+    initialisation = initialise(model, config)
     model.to(
         runtime.device,
         memory_format=torch.channels_last if precision.channels_last else torch.preserve_format,
@@ -506,7 +526,7 @@ def _run(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | Non
         epochs=config.epochs,
         warmup_epochs=config.warmup_epochs,
     )
-    state = RunState()
+    state = RunState(initialisation=initialisation)
     if checkpoint is not None:
         state = _restore(checkpoint, model, optimizer, schedule, precision, runtime)
         if state.epoch >= config.epochs:
@@ -527,7 +547,7 @@ def _run(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | Non
         f"({precision.name}), {config.optimizer} lr {lr:.3g} (global batch {global_batch}), "
         f"{config.epochs} epochs"
         + (f", from epoch {state.epoch + 1}" if checkpoint else "")
-        + (f", initialised from {init_note}" if init_note else "")
+        + (f"; initialisation: {initialisation}" if checkpoint is None else "")
     )
     writer = _open_outputs(config, state, runtime, steps_per_epoch)
     try:
@@ -807,7 +827,7 @@ def _card(config: TrainConfig, runtime: Runtime, source: DataSource, state: RunS
             "precision": Precision.choose(
                 runtime.device, amp=config.amp, channels_last=config.channels_last
             ).name,
-            "init": config.init,
+            "initialisation": state.initialisation,
             "note": WHY_ADAMW if config.optimizer == "adamw" else "SGD with momentum 0.9, as in the paper",
         },
     )
