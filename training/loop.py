@@ -2,10 +2,11 @@
 `evaluate` and `main(config)`, for one process or for `torchrun` DDP.
 
 Per epoch: train (one optimizer step per batch), evaluate top-1/top-5 on the validation split
-(summed over ranks), then rank 0 appends a line to metrics.jsonl, writes TensorBoard scalars,
-the full checkpoint (atomically) and, when validation top-1 improved, the hand-off to export:
-model.safetensors + model.json. Ctrl-C (or SIGTERM) stops at the next step boundary, saves a
-checkpoint that `--resume` continues from that very batch, and exits with status 130.
+(summed over ranks), then rank 0 appends a line to metrics.jsonl, writes TensorBoard scalars and
+the full checkpoint (atomically; checkpoint_best.pt is the best epoch's). At the end, the hand-off
+to export: the best epoch's model.safetensors + model.json. Ctrl-C (or SIGTERM) stops at the next
+step boundary, saves a checkpoint that `--resume` continues from that very batch (and the hand-off),
+and exits with status 130.
 """
 
 from __future__ import annotations
@@ -436,6 +437,8 @@ def evaluate(
 
 @dataclass
 class RunState:
+    """How far the run got; saved in every checkpoint."""
+
     epoch: int = 0  # epochs completed
     step_in_epoch: int = 0  # >0 only after an interrupted epoch
     best_top1: float = -1.0
@@ -447,14 +450,38 @@ class RunState:
     initialisation: str = ""  # how the weights started
 
 
+@dataclass
+class Run:
+    """Everything one training run works with, built once by `prepare`."""
+
+    config: TrainConfig
+    runtime: Runtime
+    source: DataSource
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    precision: Precision
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    state: RunState
+    lr: float
+    best_weights: dict[str, torch.Tensor] | None = None  # rank 0: a CPU copy of the best epoch's weights
+    writer: Any = None  # rank 0: TensorBoard
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        if self.runtime.is_main:
+            print(*args, **kwargs)
+
+
 def main(config: TrainConfig, checkpoint: dict[str, Any] | None = None) -> ModelCard | None:
-    """Train as `config` says and return the model card of the best epoch (on rank 0). Every rank runs this.
+    """Train as `config` says; returns the model card of the best epoch (on rank 0). Every rank runs this.
 
     With `config.resume`, continue from `checkpoint` (or from checkpoint.pt in `config.out`).
     """
     runtime = distributed.start(config.device)
     try:
-        return _run(config, runtime, checkpoint)
+        run = prepare(config, runtime, checkpoint)
+        return train(run)
     finally:
         distributed.stop()
 
@@ -469,8 +496,9 @@ def run_command(given: dict[str, Any], *, resume: bool) -> ModelCard | None:
     return main(merge_for_resume(settings, checkpoint["args"], path), checkpoint)
 
 
-def _run(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | None) -> ModelCard | None:
-    log = print if runtime.is_main else (lambda *args, **kwargs: None)
+def prepare(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | None) -> Run:
+    """Data, model, optimizer and schedule, restored from `checkpoint` if any. Everything that can fail on
+    bad input fails here, before anything is written."""
     if config.image_size < MIN_IMAGE_SIZE:
         raise TrainingError(
             f"--image-size {config.image_size} is too small for AlexNet: use at least {MIN_IMAGE_SIZE}"
@@ -479,7 +507,6 @@ def _run(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | Non
         raise TrainingError(f"--arch {config.arch}: use torchvision or paper")
     if config.epochs < 1 or config.batch_size < 1:
         raise TrainingError("--epochs and --batch-size must be at least 1")
-    # Everything that can fail on bad input is checked before anything is written.
     if config.resume and checkpoint is None:
         checkpoint = load_checkpoint(config.out_dir / CHECKPOINT_FILE)
     torch.manual_seed(config.seed + runtime.rank)
@@ -510,23 +537,18 @@ def _run(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | Non
     )
     precision = Precision.choose(runtime.device, amp=config.amp, channels_last=config.channels_last)
     model = build_model(config.arch, len(source.labels))
-    initialisation = initialise(model, config)
-    model.to(
-        runtime.device,
-        memory_format=torch.channels_last if precision.channels_last else torch.preserve_format,
-    )
+    state = RunState(initialisation=initialise(model, config) if checkpoint is None else "")
+    memory_format = torch.channels_last if precision.channels_last else torch.preserve_format
+    model.to(runtime.device, memory_format=memory_format)
     optimizer = build_optimizer(config, model, runtime.device)
-    global_batch = config.batch_size * runtime.world_size
-    lr = config.lr * global_batch / LR_REFERENCE_BATCH
-    steps_per_epoch = len(train_loader)
+    lr = config.lr * config.batch_size * runtime.world_size / LR_REFERENCE_BATCH
     schedule = LRSchedule(
         config.schedule,
         lr,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=len(train_loader),
         epochs=config.epochs,
         warmup_epochs=config.warmup_epochs,
     )
-    state = RunState(initialisation=initialisation)
     if checkpoint is not None:
         state = _restore(checkpoint, model, optimizer, schedule, precision, runtime)
         if state.epoch >= config.epochs:
@@ -539,59 +561,44 @@ def _run(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | Non
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if config.compile:
         model = torch.compile(model)
-
-    log(
-        f"training {config.arch} AlexNet on {source.name}: "
-        f"{len(source.train)} train / {len(source.val)} val images, "
-        f"{len(source.labels)} classes, {config.image_size} px, {runtime.device.type} x {runtime.world_size} "
-        f"({precision.name}), {config.optimizer} lr {lr:.3g} (global batch {global_batch}), "
-        f"{config.epochs} epochs"
-        + (f", from epoch {state.epoch + 1}" if checkpoint else "")
-        + (f"; initialisation: {initialisation}" if checkpoint is None else "")
+    return Run(
+        config, runtime, source, model, optimizer, schedule, precision, train_loader, val_loader, state, lr
     )
-    writer = _open_outputs(config, state, runtime, steps_per_epoch)
+
+
+def train(run: Run) -> ModelCard | None:
+    """The epochs, then the hand-off to export (rank 0): the best epoch's model.safetensors + model.json."""
+    config, state, source, runtime = run.config, run.state, run.source, run.runtime
+    run.log(
+        f"training {config.arch} AlexNet on {source.name}: "
+        f"{len(source.train)} train / {len(source.val)} val images, {len(source.labels)} classes, "
+        f"{config.image_size} px, {runtime.device.type} x {runtime.world_size} ({run.precision.name}), "
+        f"{config.optimizer} lr {run.lr:.3g} (global batch {config.batch_size * runtime.world_size}), "
+        f"{config.epochs} epochs"
+        + (f", from epoch {state.epoch + 1}" if config.resume else f"; {state.initialisation}")
+    )
+    run.writer = _open_outputs(run)
     try:
         with StopRequest() as stop:
-            _epochs(
-                config,
-                runtime,
-                source,
-                model,
-                optimizer,
-                schedule,
-                precision,
-                train_loader,
-                val_loader,
-                state,
-                stop,
-                writer,
-                log,
-            )
+            for epoch in range(state.epoch, config.epochs):
+                _one_epoch(run, epoch, stop)
     except Interrupted as interrupted:
-        _save_checkpoint(
-            config,
-            runtime,
-            source,
-            model,
-            optimizer,
-            schedule,
-            precision,
-            state,
-            epoch=interrupted.epoch,
-            step_in_epoch=interrupted.step,
-        )
-        log(
-            f"\ninterrupted in epoch {interrupted.epoch + 1}, step {interrupted.step}/{steps_per_epoch}: "
-            "saved "
-            f"{config.out_dir / CHECKPOINT_FILE}; continue with `alexnet train --out {config.out} --resume`",
+        _save_checkpoint(run, epoch=interrupted.epoch, step_in_epoch=interrupted.step)
+        if state.best_epoch:
+            _write_hand_off(run)
+        run.log(
+            f"\ninterrupted in epoch {interrupted.epoch + 1}, "
+            f"step {interrupted.step}/{run.schedule.steps_per_epoch}: "
+            f"saved {config.out_dir / CHECKPOINT_FILE}; continue with "
+            f"`alexnet train --out {config.out} --resume`",
             file=sys.stderr,
         )
         raise KeyboardInterrupt from None
     finally:
-        if writer is not None:
-            writer.close()
-    card = ModelCard.load(config.out_dir) if runtime.is_main else None
-    log(
+        if run.writer is not None:
+            run.writer.close()
+    card = _write_hand_off(run)
+    run.log(
         f"done: best validation top-1 {state.best_top1:.2%} (epoch {state.best_epoch}) "
         f"in {state.seconds:.0f} s; "
         f"model in {config.out_dir} (model.safetensors + model.json)"
@@ -599,111 +606,96 @@ def _run(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | Non
     return card
 
 
-def _epochs(
-    config,
-    runtime,
-    source,
-    model,
-    optimizer,
-    schedule,
-    precision,
-    train_loader,
-    val_loader,
-    state,
-    stop,
-    writer,
-    log,
-) -> None:
+def _one_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
     from tqdm import tqdm
 
-    for epoch in range(state.epoch, config.epochs):
-        first_step = state.step_in_epoch if epoch == state.epoch else 0
-        train_loader.sampler.set_epoch(epoch, skip=first_step * config.batch_size)
-        train_loader.generator.manual_seed(config.seed * 100_003 + epoch)
-        progress = None
-        if runtime.is_main:
-            progress = tqdm(
-                total=schedule.steps_per_epoch,
-                initial=first_step,
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-                unit="batch",
-                leave=False,
-                dynamic_ncols=True,
-                mininterval=1.0,
-                file=sys.stderr,
-            )
-        try:
-            result = train_one_epoch(
-                model,
-                optimizer,
-                schedule,
-                train_loader,
-                epoch=epoch,
-                first_step=first_step,
-                runtime=runtime,
-                precision=precision,
-                stop=stop,
-                progress=progress,
-            )
-        finally:
-            if progress is not None:
-                progress.close()
-        eval_started = time.perf_counter()
-        metrics = evaluate(model, val_loader, runtime, precision)
-        schedule.end_of_epoch(metrics["top1"])
-        state.epoch, state.step_in_epoch = epoch + 1, 0
-        state.seconds += result.seconds + time.perf_counter() - eval_started
-        state.train_seconds += result.seconds
-        state.train_images += result.images
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": round(result.loss, 5),
-            **{k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
-            "lr": float(f"{schedule.lr_at((epoch + 1) * schedule.steps_per_epoch - 1):.6g}"),
-            "images_per_s": round(result.images_per_second, 1),
-            "train_images": result.images,
-            "train_images_by_rank": result.images_by_rank,
-            "train_skipped": result.skipped,
-            "seconds": round(result.seconds, 2),
-        }
-        improved = metrics["top1"] > state.best_top1
-        if improved:
-            state.best_top1, state.best_epoch = metrics["top1"], epoch + 1
-            state.best_metrics = {"top1": metrics["top1"], "top5": metrics["top5"], "epoch": epoch + 1}
-        if result.skipped or metrics["val_skipped"]:
-            log(f"skipped {result.skipped} unreadable training and {metrics['val_skipped']} validation files")
-        log(
-            f"epoch {epoch + 1}/{config.epochs}  loss {result.loss:.4f}  val top-1 {metrics['top1']:.2%}  "
-            f"top-5 {metrics['top5']:.2%}  {result.images_per_second:.0f} img/s  {result.seconds:.1f} s"
+    config, state = run.config, run.state
+    first_step = state.step_in_epoch if epoch == state.epoch else 0
+    run.train_loader.sampler.set_epoch(epoch, skip=first_step * config.batch_size)
+    run.train_loader.generator.manual_seed(config.seed * 100_003 + epoch)
+    progress = None
+    if run.runtime.is_main:
+        progress = tqdm(
+            total=run.schedule.steps_per_epoch,
+            initial=first_step,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            leave=False,
+            dynamic_ncols=True,
+            mininterval=1.0,
+            file=sys.stderr,
         )
-        rng = distributed.all_gather(rng_state(), runtime)
-        if runtime.is_main:
-            _append_metrics(config.out_dir, record)
-            if writer is not None:
-                step = (epoch + 1) * schedule.steps_per_epoch
-                for tag, name in TENSORBOARD_SCALARS.items():
-                    writer.add_scalar(tag, record[name], step)
-                writer.flush()
-            _write_epoch_files(
-                config, runtime, source, model, optimizer, schedule, precision, state, rng, improved
-            )
+    try:
+        result = train_one_epoch(
+            run.model,
+            run.optimizer,
+            run.schedule,
+            run.train_loader,
+            epoch=epoch,
+            first_step=first_step,
+            runtime=run.runtime,
+            precision=run.precision,
+            stop=stop,
+            progress=progress,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+    eval_started = time.perf_counter()
+    metrics = evaluate(run.model, run.val_loader, run.runtime, run.precision)
+    run.schedule.end_of_epoch(metrics["top1"])
+    state.epoch, state.step_in_epoch = epoch + 1, 0
+    state.seconds += result.seconds + time.perf_counter() - eval_started
+    state.train_seconds += result.seconds
+    state.train_images += result.images
+    if metrics["top1"] > state.best_top1:
+        state.best_top1, state.best_epoch = metrics["top1"], epoch + 1
+        state.best_metrics = {"top1": metrics["top1"], "top5": metrics["top5"], "epoch": epoch + 1}
+        if run.runtime.is_main:
+            run.best_weights = {
+                k: v.detach().to("cpu", copy=True) for k, v in unwrap(run.model).state_dict().items()
+            }
+    if result.skipped or metrics["val_skipped"]:
+        run.log(f"skipped {result.skipped} unreadable training and {metrics['val_skipped']} validation files")
+    run.log(
+        f"epoch {epoch + 1}/{config.epochs}  loss {result.loss:.4f}  val top-1 {metrics['top1']:.2%}  "
+        f"top-5 {metrics['top5']:.2%}  {result.images_per_second:.0f} img/s  {result.seconds:.1f} s"
+    )
+    record = {
+        "epoch": epoch + 1,
+        "train_loss": round(result.loss, 5),
+        **{k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
+        "lr": float(f"{run.schedule.lr_at((epoch + 1) * run.schedule.steps_per_epoch - 1):.6g}"),
+        "images_per_s": round(result.images_per_second, 1),
+        "train_images": result.images,
+        "train_images_by_rank": result.images_by_rank,
+        "train_skipped": result.skipped,
+        "seconds": round(result.seconds, 2),
+    }
+    if run.runtime.is_main:
+        with open(config.out_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if run.writer is not None:
+            for tag, name in TENSORBOARD_SCALARS.items():
+                run.writer.add_scalar(tag, record[name], (epoch + 1) * run.schedule.steps_per_epoch)
+            run.writer.flush()
+    _save_checkpoint(run, epoch=state.epoch, step_in_epoch=0)
+    if run.runtime.is_main and state.best_epoch == epoch + 1:
+        link_atomically(config.out_dir / CHECKPOINT_FILE, config.out_dir / BEST_CHECKPOINT_FILE)
 
 
-def _open_outputs(config: TrainConfig, state: RunState, runtime: Runtime, steps_per_epoch: int):
+def _open_outputs(run: Run):
     """Rank 0 only: the output folder, metrics.jsonl trimmed to the checkpoint's epochs, TensorBoard."""
-    if not runtime.is_main:
+    if not run.runtime.is_main:
         return None
-    out = config.out_dir
+    config, out = run.config, run.config.out_dir
     out.mkdir(parents=True, exist_ok=True)
     metrics = out / METRICS_FILE
     kept = []
     if config.resume and metrics.is_file():
         # Lines written after the checkpoint (a crash between the two writes) will be written again.
-        kept = [
-            line
-            for line in metrics.read_text().splitlines()
-            if line.strip() and json.loads(line)["epoch"] <= state.epoch
-        ]
+        lines = [line for line in metrics.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["epoch"] <= run.state.epoch]
     if not config.resume and (out / CHECKPOINT_FILE).is_file():
         print(
             f"note: starting a new run in {out}; the earlier run's files there are replaced as this one "
@@ -716,87 +708,50 @@ def _open_outputs(config: TrainConfig, state: RunState, runtime: Runtime, steps_
     except ImportError:  # TensorBoard is optional at run time
         return None
     # A new run hides the events of any earlier one in tb/; a resumed one those after its checkpoint.
-    purge = state.epoch * steps_per_epoch + 1 if config.resume else 0
+    purge = run.state.epoch * run.schedule.steps_per_epoch + 1 if config.resume else 0
     return SummaryWriter(log_dir=str(out / "tb"), purge_step=purge)
 
 
-def _append_metrics(out: Path, record: dict[str, Any]) -> None:
-    with open(out / METRICS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _checkpoint_state(
-    config, source, model, optimizer, schedule, precision, state, rng, *, epoch, step_in_epoch
-):
-    return {
+def _save_checkpoint(run: Run, *, epoch: int, step_in_epoch: int) -> None:
+    """The full resumable state, written atomically by rank 0 (with every rank's RNG states)."""
+    rng = distributed.all_gather(rng_state(), run.runtime)
+    if not run.runtime.is_main:
+        return
+    state = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
+        "model": {k: v.detach().cpu() for k, v in unwrap(run.model).state_dict().items()},
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "scaler": run.precision.scaler.state_dict() if run.precision.scaler is not None else None,
         "epoch": epoch,
         "step_in_epoch": step_in_epoch,
-        "run": asdict(state),
+        "run": asdict(run.state),
         "rng": rng,
-        "args": asdict(config),
-        "labels": source.labels,
+        "args": asdict(run.config),
+        "labels": run.source.labels,
     }
+    save_atomically(state, run.config.out_dir / CHECKPOINT_FILE)
 
 
-def _save_checkpoint(
-    config, runtime, source, model, optimizer, schedule, precision, state, *, epoch, step_in_epoch
-):
-    rng = distributed.all_gather(rng_state(), runtime)
-    if runtime.is_main:
-        save_atomically(
-            _checkpoint_state(
-                config,
-                source,
-                model,
-                optimizer,
-                schedule,
-                precision,
-                state,
-                rng,
-                epoch=epoch,
-                step_in_epoch=step_in_epoch,
-            ),
-            config.out_dir / CHECKPOINT_FILE,
-        )
+def _write_hand_off(run: Run) -> ModelCard | None:
+    """Rank 0: model.safetensors (the best epoch's weights) + model.json, for export. Written once at the
+    end (and on Ctrl-C) rather than every epoch: the weights are 240 MB, the quickstart's epochs seconds."""
+    if not run.runtime.is_main:
+        return None
+    weights = run.best_weights
+    if weights is None:  # the best epoch was before a resume: its weights are in checkpoint_best.pt
+        best = run.config.out_dir / BEST_CHECKPOINT_FILE
+        weights = torch.load(best, map_location="cpu", weights_only=True)["model"]
+    model = unwrap(run.model)
+    model.load_state_dict(weights)  # training is over: the live model may become the best one
+    card = _card(run)
+    save_model_dir(model, card, run.config.out_dir)
+    return card
 
 
-def _write_epoch_files(
-    config, runtime, source, model, optimizer, schedule, precision, state, rng, improved
-) -> None:
-    out = config.out_dir
-    save_atomically(
-        _checkpoint_state(
-            config,
-            source,
-            model,
-            optimizer,
-            schedule,
-            precision,
-            state,
-            rng,
-            epoch=state.epoch,
-            step_in_epoch=0,
-        ),
-        out / CHECKPOINT_FILE,
-    )
-    if improved:
-        link_atomically(out / CHECKPOINT_FILE, out / BEST_CHECKPOINT_FILE)
-        save_model_dir(model, _card(config, runtime, source, state), out)
-    else:  # same weights, but the training summary (epochs, seconds) moves on
-        card = _card(config, runtime, source, state)
-        previous = ModelCard.load(out)
-        card.weights_sha256 = previous.weights_sha256
-        card.save(out)
-
-
-def _card(config: TrainConfig, runtime: Runtime, source: DataSource, state: RunState) -> ModelCard:
-    global_batch = config.batch_size * runtime.world_size
+def _card(run: Run) -> ModelCard:
+    config, runtime, source, state = run.config, run.runtime, run.source, run.state
     return ModelCard(
         architecture=config.arch,
         labels=list(source.labels),
@@ -810,24 +765,22 @@ def _card(config: TrainConfig, runtime: Runtime, source: DataSource, state: RunS
             "optimizer": config.optimizer,
             "momentum": 0.9 if config.optimizer == "sgd" else None,
             "weight_decay": config.effective_weight_decay(),
-            "lr": config.lr * global_batch / LR_REFERENCE_BATCH,
+            "lr": run.lr,
             "lr_per_256_images": config.lr,
             "schedule": f"{config.schedule} after {config.warmup_epochs:g} warm-up epoch(s)",
-            "batch_size": global_batch,
+            "batch_size": config.batch_size * runtime.world_size,
             "batch_size_per_process": config.batch_size,
             "epochs": state.epoch,
             "epochs_planned": config.epochs,
             "augmentation": source.augmentation,
+            "initialisation": state.initialisation,
             "world_size": runtime.world_size,
             "device": runtime.device.type,
+            "precision": run.precision.name,
             "seconds": round(state.seconds, 1),
             "images_per_s": round(state.train_images / state.train_seconds, 1)
             if state.train_seconds
             else None,
-            "precision": Precision.choose(
-                runtime.device, amp=config.amp, channels_last=config.channels_last
-            ).name,
-            "initialisation": state.initialisation,
             "note": WHY_ADAMW if config.optimizer == "adamw" else "SGD with momentum 0.9, as in the paper",
         },
     )
