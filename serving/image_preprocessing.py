@@ -30,7 +30,9 @@ def decode_image(
     if not data:
         raise ImageError("empty image: send the bytes of a JPEG, PNG or WebP file")
     if len(data) > max_bytes:
-        raise ImageError(f"image is {len(data):,} bytes, above the limit of {max_bytes:,}: send a smaller file")
+        raise ImageError(
+            f"image is {len(data):,} bytes, above the limit of {max_bytes:,}: send a smaller file"
+        )
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format not in ACCEPTED_FORMATS:

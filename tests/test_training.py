@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_training import FIXTURE_EPOCHS, REPO, alexnet_command
+from fixtures_training import FIXTURE_EPOCHS, REPO, alexnet_in_process
 
 from training.data import validation_pixels
 from training.model_card import ModelCard
@@ -130,7 +130,7 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None
 @pytest.mark.slow
 def test_ctrl_c_then_sigkill_then_resume_finishes_exactly_like_an_uninterrupted_run(tmp_path: Path):
     reference = tmp_path / "reference"
-    finished = alexnet_command("train", *SMALL_RUN, "--out", str(reference))
+    finished = alexnet_in_process("train", *SMALL_RUN, "--out", str(reference))
     assert finished.returncode == 0, finished.stderr
     out = tmp_path / "interrupted"
 
@@ -166,7 +166,7 @@ def test_ctrl_c_then_sigkill_then_resume_finishes_exactly_like_an_uninterrupted_
     assert optimizer_steps(killed) == killed["epoch"] * STEPS_PER_EPOCH
 
     # 3. Resume again: it continues from the checkpoint's epoch and finishes.
-    resumed = alexnet_command("train", "--out", str(out), "--resume")
+    resumed = alexnet_in_process("train", "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"from epoch {killed['epoch'] + 1}" in resumed.stdout
     assert [r["epoch"] for r in metrics_lines(out)] == [1, 2, 3]  # each epoch once, none lost or doubled
@@ -215,13 +215,13 @@ def finished_run(digits_model_dir: Path, tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_missing_and_empty_data_folders(tmp_path: Path):
     assert_one_clear_error(
-        alexnet_command("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")),
+        alexnet_in_process("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")),
         "no such folder",
     )
     (tmp_path / "empty" / "train" / "cats").mkdir(parents=True)
     (tmp_path / "empty" / "val" / "cats").mkdir(parents=True)
     assert_one_clear_error(
-        alexnet_command("train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")),
+        alexnet_in_process("train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")),
         "no images in",
         "train",
     )
@@ -234,7 +234,7 @@ def test_folder_of_unreadable_images(tmp_path: Path):
         (tmp_path / "bad" / split / "cats").mkdir(parents=True)
         for i in range(3):
             (tmp_path / "bad" / split / "cats" / f"{i}.jpg").write_bytes(b"\xff\xd8 this is not a picture")
-    result = alexnet_command("train", "--data", str(tmp_path / "bad"), "--out", str(tmp_path / "o"))
+    result = alexnet_in_process("train", "--data", str(tmp_path / "bad"), "--out", str(tmp_path / "o"))
     assert_one_clear_error(result, "none of the 3 images", "can be read")
     assert not (tmp_path / "o").exists()
 
@@ -246,24 +246,24 @@ def test_truncated_and_foreign_checkpoints_are_refused_and_kept(finished_run: Pa
     checkpoint.unlink()  # break the hard link before writing: the fixture's file stays whole
     checkpoint.write_bytes(data[: len(data) // 3])
     before = snapshot(finished_run)
-    assert_one_clear_error(alexnet_command("train", "--out", str(finished_run), "--resume"), "truncated")
+    assert_one_clear_error(alexnet_in_process("train", "--out", str(finished_run), "--resume"), "truncated")
     assert snapshot(finished_run) == before
 
     checkpoint.unlink()
     torch.save({"features.0.weight": torch.zeros(1)}, checkpoint)
     before = snapshot(finished_run)
-    assert_one_clear_error(alexnet_command("train", "--out", str(finished_run), "--resume"), "--init")
+    assert_one_clear_error(alexnet_in_process("train", "--out", str(finished_run), "--resume"), "--init")
     assert snapshot(finished_run) == before
 
     empty = finished_run.parent / "empty"
     empty.mkdir()
-    assert_one_clear_error(alexnet_command("train", "--out", str(empty), "--resume"), "no checkpoint.pt")
+    assert_one_clear_error(alexnet_in_process("train", "--out", str(empty), "--resume"), "no checkpoint.pt")
 
 
 @pytest.mark.slow
 def test_resume_with_another_architecture_is_refused(finished_run: Path):
     before = snapshot(finished_run)
-    result = alexnet_command("train", "--out", str(finished_run), "--resume", "--arch", "paper")
+    result = alexnet_in_process("train", "--out", str(finished_run), "--resume", "--arch", "paper")
     assert_one_clear_error(result, "--arch torchvision")
     assert snapshot(finished_run) == before
 
@@ -271,7 +271,7 @@ def test_resume_with_another_architecture_is_refused(finished_run: Path):
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_asked_for_where_there_is_none(tmp_path: Path):
-    result = alexnet_command("train", "--device", "cuda", "--out", str(tmp_path / "o"))
+    result = alexnet_in_process("train", "--device", "cuda", "--out", str(tmp_path / "o"))
     assert_one_clear_error(result, "--device cuda", "--device cpu")
     assert not (tmp_path / "o").exists()
 
@@ -283,7 +283,7 @@ def test_training_on_an_image_folder_with_a_few_broken_files(tmp_path: Path):
     root = make_image_folder(tmp_path / "photos", per_class=4, corrupt_train=2, corrupt_val=1)
     (root / "labels.txt").write_text("blue the blue class\ngreen\nred\n")
     out = tmp_path / "run"
-    result = alexnet_command(
+    result = alexnet_in_process(
         "train", "--data", str(root), "--out", str(out), "--epochs", "1", "--batch-size", "7",
         "--workers", "1", "--optimizer", "sgd",
     )  # fmt: skip

@@ -110,10 +110,8 @@ def test_digits_validation_pixels_are_the_eval_transform_and_serving_resize():
         png = io.BytesIO()
         digit_to_pil(scan).save(png, format="PNG")
         served = prepare_image(png.getvalue(), resize_size=64, image_size=64)
-        normalised = torch.from_numpy(served.copy()).permute(2, 0, 1).float() / 255 - torch.tensor(source.mean).view(
-            3, 1, 1
-        )
-        normalised = normalised / torch.tensor(source.std).view(3, 1, 1)
+        mean, std = torch.tensor(source.mean).view(3, 1, 1), torch.tensor(source.std).view(3, 1, 1)
+        normalised = (torch.from_numpy(served.copy()).permute(2, 0, 1).float() / 255 - mean) / std
         torch.testing.assert_close(source.val[index][0], normalised, atol=1e-6, rtol=0)
 
 

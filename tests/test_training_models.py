@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 import torchvision
-from fixtures_training import alexnet_command
+from fixtures_training import alexnet_in_process
 
 from training.loop import LRSchedule, Precision, train_step
 from training.model import build_model
@@ -61,7 +61,7 @@ def test_torchvision_weights_initialise_a_smaller_head_for_fine_tuning(torchvisi
 def test_paper_architecture_refuses_torchvision_weights_clearly(torchvision_state_file, tmp_path):
     path, _reference = torchvision_state_file
     out = tmp_path / "paper"
-    result = alexnet_command(
+    result = alexnet_in_process(
         "train", "--arch", "paper", "--init", str(path), "--data", "synthetic", "--out", str(out)
     )
     assert result.returncode == 2
@@ -70,11 +70,11 @@ def test_paper_architecture_refuses_torchvision_weights_clearly(torchvision_stat
     assert not out.exists(), "a refused run must not write anything"
 
 
-def test_paper_architecture_trains_through_the_command_line(tmp_path):
+def test_paper_architecture_trains_and_evaluates_on_ten_crops_through_the_command_line(tmp_path):
     out = tmp_path / "paper"
-    result = alexnet_command(
+    result = alexnet_in_process(
         "train", "--arch", "paper", "--data", "synthetic", "--synthetic-size", "32", "--batch-size", "16",
-        "--epochs", "1", "--optimizer", "sgd", "--out", str(out),
+        "--epochs", "1", "--optimizer", "sgd", "--ten-crop", "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     model, card = load_model_dir(out)
@@ -83,12 +83,13 @@ def test_paper_architecture_trains_through_the_command_line(tmp_path):
     assert isinstance(model.features[2], torch.nn.LocalResponseNorm) and model.features[4].groups == 2
     record = json.loads((out / "metrics.jsonl").read_text())
     assert record["epoch"] == 1 and record["train_images"] == 32
+    assert record["val_images"] == 6  # scored on ten crops each, as the paper evaluated
 
 
 def test_pretrained_writes_a_model_dir_from_a_torchvision_weights_file(torchvision_state_file, tmp_path):
     path, reference = torchvision_state_file
     out = tmp_path / "imagenet"
-    result = alexnet_command("pretrained", "--out", str(out), "--weights", str(path))
+    result = alexnet_in_process("pretrained", "--out", str(out), "--weights", str(path))
     assert result.returncode == 0, result.stderr
     model, card = load_model_dir(out)
     categories = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
@@ -101,14 +102,12 @@ def test_pretrained_writes_a_model_dir_from_a_torchvision_weights_file(torchvisi
         torch.testing.assert_close(model(image), reference(image))
 
 
-def test_pretrained_without_internet_says_to_pass_weights(tmp_path):
+def test_pretrained_without_internet_says_to_pass_weights(tmp_path, monkeypatch):
     # An empty torch.hub cache and a proxy that refuses connections: the download fails at once.
-    env = {
-        "TORCH_HOME": str(tmp_path / "torch"),
-        "https_proxy": "http://127.0.0.1:9",
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-    }
-    result = alexnet_command("pretrained", "--out", str(tmp_path / "x"), env=env, timeout=120)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for name in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    result = alexnet_in_process("pretrained", "--out", str(tmp_path / "x"))
     assert result.returncode == 2
     assert "no internet? pass --weights PATH" in result.stderr
     assert not (tmp_path / "x").exists()
@@ -116,7 +115,7 @@ def test_pretrained_without_internet_says_to_pass_weights(tmp_path):
 
 def test_bench_train_reports_images_per_second_for_both_architectures(tmp_path):
     report_file = tmp_path / "bench.json"
-    result = alexnet_command(
+    result = alexnet_in_process(
         "bench-train", "--device", "cpu", "--batch-size", "2", "--image-size", "64", "--steps", "1",
         "--json", str(report_file),
     )  # fmt: skip
