@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 TOP_LABEL = '#answer [data-testid="label-output-value"]'
 CONFIDENCES = '#answer [data-testid$="-confidence-set"]'
 UPLOAD = "#input-image input[type=file]"
+TOAST_FADE_IN_MS = 600  # Gradio's error toast is "visible" at once but fades in: wait before a screenshot
 
 
 def true_digit(path: Path) -> str:
@@ -69,6 +70,7 @@ def test_a_file_that_is_not_an_image_gets_a_readable_message(digits_demo, browse
 
     expect(page.get_by_text("That file is not an image we can read")).to_be_visible()
     expect(page.get_by_text("Traceback")).to_have_count(0)
+    page.wait_for_timeout(TOAST_FADE_IN_MS)
     page.screenshot(path=artifacts_dir / "demo_not_an_image.png", full_page=True)
 
 
@@ -127,6 +129,7 @@ def test_with_triton_stopped_the_page_says_so(digits_repository, browser_page, a
         expect(page.get_by_text(f"no Triton server answers at {server.grpc_url}").first).to_be_visible()
         expect(page.locator("#server-status")).to_contain_text("alexnet serve --repository")
         expect(page.get_by_text("Traceback")).to_have_count(0)
+        page.wait_for_timeout(TOAST_FADE_IN_MS)
         page.screenshot(path=artifacts_dir / "demo_triton_down.png", full_page=True)
     finally:
         demo.close(verbose=False)
