@@ -27,7 +27,7 @@ from serving.server import read_config
 pytestmark = pytest.mark.slow
 
 SCORE_TOLERANCE = 1e-5
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "serving.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def reference_probabilities(session, pixels: np.ndarray) -> np.ndarray:
@@ -190,7 +190,7 @@ def gif_bytes() -> bytes:
 
 @dataclass(frozen=True)
 class BadInput:
-    name: str  # as in the table of docs/serving.md
+    name: str  # as in the README's table of bad inputs
     model: str  # "image" (the ensemble, encoded bytes) or "pixels" (the network)
     make: object  # (good png bytes, image size, max batch size) -> bytes or an ndarray
     message: str  # a fragment of Triton's error message
@@ -285,7 +285,7 @@ def test_bad_input_fails_its_own_request_with_invalid_arg(digits_server, digit_f
 
 
 def test_bad_input_table_is_documented():
-    text = DOCS.read_text()
+    text = README.read_text()
     for bad in BAD_INPUTS:
         assert f"| {bad.name} |" in text, bad.name
         assert bad.message.replace("|", "\\|") in text, bad.message
