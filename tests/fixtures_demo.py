@@ -53,9 +53,11 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_browser():
-    """A headless Chromium for the whole session (new pages per test are cheap)."""
+    """A headless Chromium for the browser tests' module (new pages per test are cheap). Not for the session:
+    Playwright's sync API keeps an asyncio loop running in the main thread until it stops, which would break
+    every later test that calls asyncio.run()."""
     from playwright.sync_api import sync_playwright
 
     executable = CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")

@@ -77,7 +77,7 @@ def test_torchrun_two_cpu_processes_train_as_well_as_one(digits_model_dir: Path,
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "training", "--data", "digits", "--out", str(out), "--epochs", str(FIXTURE_EPOCHS),
         "--batch-size", "32",
     ]  # fmt: skip

@@ -1,6 +1,6 @@
 """`python -m training ...` runs `alexnet train` (same flags), which is what torchrun starts:
 
-    torchrun --nproc_per_node=2 -m training --data digits --out runs/digits-ddp
+    torchrun --standalone --nproc_per_node=2 -m training --data digits --out runs/digits-ddp
 
 torchrun sets RANK/LOCAL_RANK/WORLD_SIZE; the loop joins the process group (NCCL on GPUs, gloo on CPUs).
 """

@@ -73,6 +73,7 @@ def bench_train(
 ) -> dict[str, Any]:
     """Images/s per architecture (and, on CUDA, per precision), with the machine they ran on."""
     resolved = resolve_device(device)
+    load_before = _load_average()
     on_gpu = resolved.type == "cuda"
     batch_size = batch_size or (256 if on_gpu else 32)
     steps = steps or (50 if on_gpu else 5)
@@ -84,21 +85,37 @@ def bench_train(
         for arch in architectures
         for precision in precisions
     ]
-    return {"machine": machine_description(resolved), "results": results}
+    machine = machine_description(resolved)
+    machine["load_average_1min_before"] = load_before
+    return {"machine": machine, "results": results}
 
 
 def machine_description(device: torch.device) -> dict[str, Any]:
     """What the figures depend on, including how busy the CPU was (these machines are shared)."""
     info: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average_1min": _load_average(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load_average() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -112,7 +129,8 @@ def format_table(report: dict[str, Any]) -> str:
     machine = report["machine"]
     lines.append(
         f"({machine.get('gpu') or machine['cpu']}, {machine['torch_threads']} threads, "
-        f"1-minute load average {machine['load_average_1min']} on {machine['cpu_count']} CPUs)"
+        f"1-minute load average {machine['load_average_1min_before']} before, "
+        f"{machine['load_average_1min']} after, on {machine['cpu_count']} CPUs)"
     )
     return "\n".join(lines)
 

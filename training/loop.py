@@ -85,9 +85,7 @@ class TrainConfig:
     lr: float = 1.2e-3  # for a global batch of 256; scaled linearly (3e-4 at the default batch of 64)
     optimizer: str = "adamw"  # "adamw" or "sgd" (momentum 0.9, as in the paper)
     weight_decay: float | None = None  # None: 5e-4 for SGD (the paper's), 0.05 for AdamW
-    schedule: str = (
-        "cosine"  # "cosine", "step" (x0.1 every third of the run) or "plateau" (x0.1 when top-1 stalls)
-    )
+    schedule: str = "cosine"  # or "step" (x0.1 every third of the run), "plateau" (x0.1 when top-1 stalls)
     warmup_epochs: float = 1.0  # linear warm-up from 0, per step
     augmentation: str | None = None  # None: shift for digits, paper for --arch paper, torchvision otherwise
     ten_crop: bool = False  # evaluate on the paper's ten patches instead of the centre crop
@@ -216,7 +214,7 @@ def initialise(model: nn.Module, config: TrainConfig) -> str:
     return "He initialisation (kaiming_normal, fan_in, ReLU gain; last layer N(0, 0.01))"
 
 
-def build_optimizer(config: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     decay = config.effective_weight_decay()
     # Fused kernels exist for CPU and CUDA: AdamW's step over 57M parameters is ~5x faster on a CPU.
     if config.optimizer == "sgd":
@@ -542,7 +540,7 @@ def prepare(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | 
     state = RunState(initialisation=initialise(model, config) if checkpoint is None else "")
     memory_format = torch.channels_last if precision.channels_last else torch.preserve_format
     model.to(runtime.device, memory_format=memory_format)
-    optimizer = build_optimizer(config, model, runtime.device)
+    optimizer = build_optimizer(config, model)
     lr = config.lr * config.batch_size * runtime.world_size / LR_REFERENCE_BATCH
     schedule = LRSchedule(
         config.schedule,

@@ -97,4 +97,12 @@ def write_text_atomically(path: Path, text: str) -> None:
         tmp.write(text)
         tmp.flush()
         os.fsync(tmp.fileno())
+    os.chmod(tmp.name, readable_mode())  # temporary files are private (0600); a model card is not
     os.replace(tmp.name, path)
+
+
+def readable_mode() -> int:
+    """The mode a plain new file gets (0644 under the usual umask), so other users can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -13,7 +13,7 @@ from torch import nn
 
 from training.errors import TrainingError
 from training.model import build_model
-from training.model_card import WEIGHTS_FILE, ModelCard
+from training.model_card import WEIGHTS_FILE, ModelCard, readable_mode
 
 
 def sha256_of(path: Path) -> str:
@@ -32,6 +32,7 @@ def save_model_dir(model: nn.Module, card: ModelCard, model_dir: str | Path) -> 
     tmp = model_dir / f".{WEIGHTS_FILE}.tmp"
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in unwrap(model).state_dict().items()}
     save_file(state, str(tmp), metadata={"architecture": card.architecture})
+    os.chmod(tmp, readable_mode())
     os.replace(tmp, weights)
     card.weights_sha256 = sha256_of(weights)
     card.save(model_dir)
