@@ -7,12 +7,12 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from fixtures_training import alexnet_command as run_cli  # the real `alexnet` entry point, in a subprocess
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import triton_to_np_dtype
@@ -23,17 +23,6 @@ from training.model_card import ModelCard
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("alexnet", "alexnet_int8", "alexnet_preprocess", "alexnet_image")
-
-
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The real `alexnet` entry point in a subprocess: exit status and messages as a user sees them."""
-    return subprocess.run(
-        [sys.executable, "-m", "alexnet_cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def export_onnx_cli(model_dir: Path, repository: Path, *options: str) -> subprocess.CompletedProcess:

@@ -624,6 +624,7 @@ def _one_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
             dynamic_ncols=True,
             mininterval=1.0,
             file=sys.stderr,
+            disable=None,  # only on a terminal: piped into a log (CI, the quickstart) the epoch lines suffice
         )
     try:
         result = train_one_epoch(
