@@ -192,7 +192,8 @@ def _export_int8(update, names, version, onnx_path, fp32_session, images, card, 
         raise ExportError("--int8 needs real images to calibrate on: pass --calibration-data DIR")
     int8_path = update.version_dir(names.int8, version) / ONNX_FILE
     seconds = quantize_int8(onnx_path, int8_path, images)
-    stamp_metadata(int8_path, card, {"quantization": "static INT8, QDQ, per-channel weights, U8S8, MinMax"})
+    quantization = "static INT8, QDQ, per-channel weights, U8S8, MinMax; normalisation and softmax in FP32"
+    stamp_metadata(int8_path, card, {"quantization": quantization})
     int8_session = create_session(int8_path, device="cpu")
     report = evaluate_int8(
         fp32_session, int8_session, images, batch_size=max_batch_size, quantize_seconds=seconds

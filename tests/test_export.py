@@ -189,6 +189,12 @@ def test_int8_agrees_with_fp32(digits_export, digits_model_dir: Path):
     assert report.images >= 300 and report.int8_images_per_s > 0 and report.fp32_images_per_s > 0
     model = onnx.load(str(digits_export.repository / "alexnet_int8" / "1" / "model.onnx"))
     assert any(node.op_type == "QuantizeLinear" for node in model.graph.node)  # static QDQ, not FP32
+    # Normalisation and softmax stay FP32: served scores are not rounded to steps of 1/255.
+    producer = {output: node for node in model.graph.node for output in node.output}
+    assert producer["probabilities"].op_type == "Softmax"
+    assert producer[producer["probabilities"].input[0]].op_type == "DequantizeLinear"
+    normalise = [node for node in model.graph.node if node.op_type in ("Mul", "Add")]
+    assert normalise and all(producer[node.input[0]].op_type in ("Transpose", "Mul") for node in normalise)
     assert model.ByteSize() < 0.5 * (digits_export.repository / "alexnet" / "1" / "model.onnx").stat().st_size
 
 
