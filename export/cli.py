@@ -61,6 +61,14 @@ def onnx(
         float,
         typer.Option("--parity-tolerance", help="Largest |probability difference| ONNX Runtime vs PyTorch."),
     ] = 1e-4,
+    queue_delay_us: Annotated[
+        int,
+        typer.Option(
+            "--queue-delay-us",
+            help="How long Triton holds a request for others to batch with (default 0: Triton's "
+            "recommended start; raise it only where `alexnet bench` shows a gain).",
+        ),
+    ] = 0,
 ) -> None:
     """Export to ONNX, check it against PyTorch, and write the Triton models <name>, <name>_image (ensemble),
     <name>_preprocess and, with --int8, <name>_int8. REPO is only changed if every check passes.
@@ -80,6 +88,7 @@ def onnx(
         fp16=fp16,
         version=version,
         tolerance=parity_tolerance,
+        queue_delay_us=queue_delay_us,
     )
     typer.echo(f"wrote version {result.version} of {', '.join(result.models)} into {result.repository}")
 

@@ -20,6 +20,7 @@ from export.parity import FP32_TOLERANCE, ParityReport, check_parity
 from export.quantize import MIN_INT8_AGREEMENT, Int8Report, evaluate_int8, quantize_int8
 from export.repository import (
     DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_QUEUE_DELAY_MICROSECONDS,
     DEVICES,
     ModelNames,
     RepositoryUpdate,
@@ -96,11 +97,13 @@ def ort_classifier(session) -> Callable[[np.ndarray], np.ndarray]:
     return lambda pixels: session.run([output_name], {INPUT_NAME: pixels})[0]
 
 
-def validate_options(max_batch_size: int, device: str, fp16: bool) -> None:
+def validate_options(max_batch_size: int, device: str, fp16: bool, queue_delay_us: int = 0) -> None:
     if max_batch_size < 1:
         raise ExportError(
             f"--max-batch-size {max_batch_size}: use 1 or more (Triton batches up to this many)"
         )
+    if queue_delay_us < 0:
+        raise ExportError(f"--queue-delay-us {queue_delay_us}: use 0 (no waiting) or more microseconds")
     if device not in DEVICES:
         raise ExportError(f"--device {device}: use one of {', '.join(DEVICES)}")
     if fp16 and device == "cpu":
@@ -121,12 +124,13 @@ def export_repository(
     fp16: bool = False,
     version: int | None = None,
     tolerance: float = FP32_TOLERANCE,
+    queue_delay_us: int = DEFAULT_QUEUE_DELAY_MICROSECONDS,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Export `model_dir` into the Triton repository `repository` (see the module docstring)."""
     from serving.onnx_session import create_session
 
-    validate_options(max_batch_size, device, fp16)
+    validate_options(max_batch_size, device, fp16, queue_delay_us)
     network, card = load_checked_model(model_dir)
     images, images_name = real_images(card, calibration_data)
     names = ModelNames(name)
@@ -165,14 +169,10 @@ def export_repository(
             )
             log(int8_report.summary())
 
-        update.add_config(
-            onnx_model_config(names.onnx, card, max_batch_size=max_batch_size, device=device, fp16=fp16), card
-        )
+        batching = {"max_batch_size": max_batch_size, "queue_delay_us": queue_delay_us}
+        update.add_config(onnx_model_config(names.onnx, card, device=device, fp16=fp16, **batching), card)
         if int8:
-            update.add_config(
-                onnx_model_config(names.int8, card, max_batch_size=max_batch_size, device=device, int8=True),
-                card,
-            )
+            update.add_config(onnx_model_config(names.int8, card, device=device, int8=True, **batching), card)
         _stage_preprocess(update, names, version)
         update.add_config(
             preprocess_config(names.preprocess, card, max_batch_size=max_batch_size, device=device),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tritonclient.grpc import model_config_pb2
 
 from export.errors import ExportError
 from export.onnx_export import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, export_onnx
@@ -91,7 +92,8 @@ def export_tensorrt(
     from serving.onnx_session import create_session
 
     names = ModelNames(name)
-    max_batch_size = max_batch_size or _repository_max_batch_size(repository / names.onnx)
+    onnx_config = _repository_config(repository / names.onnx)
+    max_batch_size = max_batch_size or onnx_config.max_batch_size
     network, card = load_checked_model(model_dir)
     images, images_name = real_images(card, calibration_data)
     version = choose_version(repository, [names.trt], version)
@@ -136,15 +138,25 @@ def export_tensorrt(
             )
         (update.version_dir(names.trt, version) / PLAN_FILE).write_bytes(plan)
         update.add_config(
-            tensorrt_plan_config(names.trt, card, max_batch_size=max_batch_size, fp16=fp16), card
+            tensorrt_plan_config(
+                names.trt,
+                card,
+                max_batch_size=max_batch_size,
+                fp16=fp16,
+                queue_delay_us=onnx_config.dynamic_batching.max_queue_delay_microseconds,
+            ),
+            card,
         )
         update.commit()
     return TensorRTResult(repository, names.trt, version, trt.__version__, parity)
 
 
-def _repository_max_batch_size(model_dir: Path) -> int:
+def _repository_config(model_dir: Path) -> model_config_pb2.ModelConfig:
+    """The ONNX model's config, whose batching the plan follows (a bare default one if there is none)."""
     config_path = model_dir / CONFIG_FILE
-    return read_config(config_path).max_batch_size if config_path.is_file() else DEFAULT_MAX_BATCH_SIZE
+    if config_path.is_file():
+        return read_config(config_path)
+    return model_config_pb2.ModelConfig(max_batch_size=DEFAULT_MAX_BATCH_SIZE)
 
 
 def build_engine(onnx_path: Path, *, image_size: int, max_batch_size: int, fp16: bool) -> bytes:

@@ -84,7 +84,8 @@ def test_repository_configs_parse_and_match_the_onnx_files(digits_repository: Pa
         }
         assert config.output[0].label_filename == "labels.txt"
         assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU  # --device cpu
-        assert config.dynamic_batching.max_queue_delay_microseconds > 0
+        assert config.HasField("dynamic_batching")  # Triton's recommended start: no delay
+        assert config.dynamic_batching.max_queue_delay_microseconds == 0
         assert [w.batch_size for w in config.model_warmup] == [1, 64]
         assert {key: value.string_value for key, value in config.parameters.items()} == {
             "image_size": str(size),
@@ -305,8 +306,12 @@ def test_exporting_again_adds_a_version_and_keeps_the_old(repository_copy: Path,
     clash = export_onnx_cli(digits_model_dir, repository_copy, "--version", "1")
     assert clash.returncode == 2 and "already exists" in clash.stderr
 
-    again = export_onnx_cli(digits_model_dir, repository_copy, "--device", "cpu")
+    negative = export_onnx_cli(digits_model_dir, repository_copy, "--queue-delay-us", "-1")
+    assert negative.returncode == 2 and "--queue-delay-us -1" in negative.stderr
+
+    again = export_onnx_cli(digits_model_dir, repository_copy, "--device", "cpu", "--queue-delay-us", "250")
     assert again.returncode == 0, again.stdout + again.stderr
+    assert read_config(repository_copy / "alexnet").dynamic_batching.max_queue_delay_microseconds == 250
     assert "top-1 agreement 100.00%" in again.stdout
     for name in ("alexnet", "alexnet_preprocess", "alexnet_image"):
         assert sorted(p.name for p in (repository_copy / name).iterdir() if p.is_dir()) == ["1", "2"]
