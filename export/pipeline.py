@@ -97,6 +97,32 @@ def ort_classifier(session) -> Callable[[np.ndarray], np.ndarray]:
     return lambda pixels: session.run([output_name], {INPUT_NAME: pixels})[0]
 
 
+def check_onnx_against_pytorch(
+    network,
+    card: ModelCard,
+    session,
+    images: np.ndarray,
+    images_name: str,
+    *,
+    batch_sizes: tuple[int, ...],
+    max_batch_size: int,
+    tolerance: float = FP32_TOLERANCE,
+) -> ParityReport:
+    """ONNX Runtime FP32 against the PyTorch network on the same pixels: where every export starts."""
+    return check_parity(
+        torch_classifier(network, card),
+        ort_classifier(session),
+        images=images,
+        images_name=images_name,
+        image_size=card.image_size,
+        batch_sizes=batch_sizes,
+        max_batch_size=max_batch_size,
+        tolerance=tolerance,
+        reference_name="PyTorch eager",
+        candidate_name="ONNX Runtime FP32",
+    )
+
+
 def validate_options(max_batch_size: int, device: str, fp16: bool, queue_delay_us: int = 0) -> None:
     if max_batch_size < 1:
         raise ExportError(
@@ -142,17 +168,15 @@ def export_repository(
         log(f"exporting {model_dir} ({card.architecture}, {card.num_classes} classes, {card.image_size} px)")
         export_onnx(network, card, onnx_path)
         fp32_session = create_session(onnx_path, device="cpu")  # parity is about the graph's maths: CPU
-        parity = check_parity(
-            torch_classifier(network, card),
-            ort_classifier(fp32_session),
-            images=images,
-            images_name=images_name,
-            image_size=card.image_size,
+        parity = check_onnx_against_pytorch(
+            network,
+            card,
+            fp32_session,
+            images,
+            images_name,
             batch_sizes=(*PARITY_BATCH_SIZES, max_batch_size),
             max_batch_size=max_batch_size,
             tolerance=tolerance,
-            reference_name="PyTorch eager",
-            candidate_name="ONNX Runtime FP32",
         )
         log(parity.summary())
         if not parity.passed:

@@ -22,7 +22,7 @@ from tritonclient.grpc import model_config_pb2
 
 from export.errors import ExportError
 from export.onnx_export import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, export_onnx
-from export.parity import FP32_TOLERANCE, ParityReport, check_parity
+from export.parity import ParityReport, check_parity
 from export.repository import (
     CONFIG_FILE,
     DEFAULT_MAX_BATCH_SIZE,
@@ -88,7 +88,7 @@ def export_tensorrt(
     import tensorrt as trt
 
     from export.images import real_images
-    from export.pipeline import load_checked_model, ort_classifier, torch_classifier
+    from export.pipeline import check_onnx_against_pytorch, load_checked_model, ort_classifier
     from serving.onnx_session import create_session
 
     names = ModelNames(name)
@@ -100,17 +100,14 @@ def export_tensorrt(
     with RepositoryUpdate(repository) as update, tempfile.TemporaryDirectory(dir=update.staging) as scratch:
         onnx_path = export_onnx(network, card, Path(scratch) / ONNX_FILE)
         onnx_session = create_session(onnx_path, device="cpu")
-        onnx_parity = check_parity(
-            torch_classifier(network, card),
-            ort_classifier(onnx_session),
-            images=images,
-            images_name=images_name,
-            image_size=card.image_size,
+        onnx_parity = check_onnx_against_pytorch(
+            network,
+            card,
+            onnx_session,
+            images,
+            images_name,
             batch_sizes=(1, max_batch_size),
             max_batch_size=max_batch_size,
-            tolerance=FP32_TOLERANCE,
-            reference_name="PyTorch eager",
-            candidate_name="ONNX Runtime FP32",
         )
         if not onnx_parity.passed:
             raise ExportError(

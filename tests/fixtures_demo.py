@@ -6,7 +6,10 @@ The browser is Debian's `chromium` (installed by `make setup-test`), driven by P
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -105,3 +108,27 @@ def read_until(process: subprocess.Popen, marker: str, timeout: float) -> list[s
         if time.monotonic() > deadline:
             break
     pytest.fail(f"no {marker!r} within {timeout:.0f}s; output:\n{''.join(lines)}")
+
+
+@contextlib.contextmanager
+def process_group(command: list[str], cwd: Path) -> Iterator[subprocess.Popen]:
+    """`command` in its own process group, text output on stdout; killed with its children if still running.
+
+    A terminal's Ctrl-C goes to the whole foreground group (the CLI and the tritonserver it started):
+    `interrupt` sends SIGINT the same way.
+    """
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def interrupt(process: subprocess.Popen, timeout: float = 60) -> str:
+    """Ctrl-C to the process group; the rest of its output once it has exited."""
+    os.killpg(process.pid, signal.SIGINT)
+    rest, _ = process.communicate(timeout=timeout)
+    return rest

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import urllib.request
 
 import pytest
-from fixtures_demo import read_until
+from fixtures_demo import interrupt, process_group, read_until
 
 pytestmark = pytest.mark.slow
 
@@ -22,9 +20,7 @@ def test_alexnet_demo_serves_the_page_until_ctrl_c(digits_server, tmp_path):
 
     command = [sys.executable, "-m", "alexnet_cli", "demo", "--url", digits_server.grpc_url,
                "--port", str(free_port())]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
-    try:
+    with process_group(command, tmp_path) as process:
         lines = read_until(process, "Press Ctrl-C", timeout=120)
         page = next(line.split()[2] for line in lines if line.startswith("Demo page:"))
         with urllib.request.urlopen(page, timeout=10) as response:
@@ -32,11 +28,7 @@ def test_alexnet_demo_serves_the_page_until_ctrl_c(digits_server, tmp_path):
         label, _ = Client(page, verbose=False).predict(handle_file(str(digit_example_files()[0])),
                                                        api_name="/classify_image")
         assert len(label["confidences"]) == 5
-        os.killpg(process.pid, signal.SIGINT)
-        rest, _ = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        rest = interrupt(process)
     assert process.returncode == 0, "".join(lines) + rest
     with pytest.raises(OSError):
         urllib.request.urlopen(page, timeout=5)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import urllib.request
 
 import pytest
-from fixtures_demo import read_until
+from fixtures_demo import interrupt, process_group, read_until
 
 from demo.quickstart import repository_is_current
 from training.model_card import ModelCard
@@ -62,20 +60,13 @@ def test_quickstart_serves_the_page_until_ctrl_c_then_stops_everything(digits_mo
     """What `make run` does: the page answers while it runs; Ctrl-C stops the page and Triton, exit 0."""
     command = [sys.executable, "-m", "alexnet_cli", "quickstart", "--model-dir", str(digits_model_dir),
                "--repository", str(digits_repository), *PORT_OPTIONS]
-    # A terminal's Ctrl-C goes to the whole foreground process group: quickstart and its tritonserver.
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
-    try:
+    with process_group(command, tmp_path) as process:
         lines = read_until(process, "Press Ctrl-C", timeout=240)
         page = next(line.split()[-1] for line in lines if "Demo page:" in line)
         triton = next(line.split()[2] for line in lines if "Triton HTTP:" in line)
         with urllib.request.urlopen(page, timeout=10) as response:
             assert response.status == 200
-        os.killpg(process.pid, signal.SIGINT)
-        rest, _ = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        rest = interrupt(process)
     assert process.returncode == 0, "".join(lines) + rest
     assert "stopped the demo and Triton" in rest
     for url in (page, f"{triton}/v2/health/live"):
