@@ -2,7 +2,8 @@
 
 Closed loop: `concurrency` clients each keep exactly one batch-1 pixel request in flight (asyncio on
 tritonclient's gRPC or HTTP aio client), so the server's dynamic batcher sees `concurrency` requests at once.
-For each concurrency: images/s and p50/p95/p99 latency over the measured window, after a warm-up.
+For each concurrency: images/s and p50/p95/p99 latency over the measured window, after a warm-up, and
+Triton's own statistics for the same window (mean batch, queue, compute and in-Triton time per request).
 
     report = run_benchmark("127.0.0.1:8001", concurrencies=[1, 16, 64], duration=10,
                            compare_repository=Path("model_repository"))
@@ -46,6 +47,40 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class ServerSide:
+    """Triton's own statistics over a measured window, per request (what perf_analyzer calls the server side).
+
+    queue_ms: waiting for the dynamic batcher; compute_ms: the model's input, execute and output phases
+    (a request counts its whole batch's run); in_triton_ms: arrival to response sent. The client's mean
+    latency minus in_triton_ms is what happens outside Triton: the client library, gRPC/HTTP and the OS.
+    """
+
+    requests: int
+    mean_batch_size: float
+    queue_ms: float
+    compute_ms: float
+    in_triton_ms: float
+
+    @classmethod
+    def between(cls, before: dict[str, int], after: dict[str, int]) -> ServerSide | None:
+        delta = {name: after[name] - before[name] for name in after}
+        requests = delta["success_count"]
+        if requests <= 0 or delta["executions"] <= 0:
+            return None
+
+        def per_request_ms(*phases: str) -> float:
+            return sum(delta[f"{phase}_ns"] for phase in phases) / requests / 1e6
+
+        return cls(
+            requests=requests,
+            mean_batch_size=delta["inferences"] / delta["executions"],
+            queue_ms=per_request_ms("queue"),
+            compute_ms=per_request_ms("compute_input", "compute_infer", "compute_output"),
+            in_triton_ms=per_request_ms("success"),
+        )
+
+
+@dataclass(frozen=True)
 class ServedResult:
     concurrency: int
     requests: int
@@ -53,6 +88,7 @@ class ServedResult:
     seconds: float
     images_per_second: float
     latency: Latency
+    server: ServerSide | None = None  # None where the statistics endpoint did not answer
 
 
 @dataclass(frozen=True)
@@ -112,7 +148,7 @@ async def _closed_loop(
     client = (
         module.InferenceServerClient(url)
         if protocol == "grpc"
-        else module.InferenceServerClient(url, conn_limit=concurrency)
+        else module.InferenceServerClient(url, conn_limit=concurrency + 1)  # one for the statistics
     )
     latencies: list[float] = []
     errors = 0
@@ -143,8 +179,15 @@ async def _closed_loop(
                 else:
                     latencies.append(done - sent)
 
+    async def statistics_at(moment: float) -> dict[str, int] | None:
+        await asyncio.sleep(max(0.0, moment - time.perf_counter()))
+        return await _model_statistics(client, protocol, model)
+
     try:
-        await asyncio.gather(*(one_client() for _ in range(concurrency)))
+        clients = (one_client() for _ in range(concurrency))
+        before, after, *_ = await asyncio.gather(
+            statistics_at(window_start), statistics_at(window_end), *clients
+        )
     finally:
         await client.close()
     return ServedResult(
@@ -154,7 +197,32 @@ async def _closed_loop(
         seconds=duration,
         images_per_second=len(latencies) * pixels.shape[0] / duration,
         latency=Latency.of(latencies),
+        server=ServerSide.between(before, after) if before and after else None,
     )
+
+
+STATISTICS_PHASES = ("success", "queue", "compute_input", "compute_infer", "compute_output")
+
+
+async def _model_statistics(client, protocol: str, model: str) -> dict[str, int] | None:
+    """Triton's cumulative counters for `model`, or None where the statistics endpoint does not answer."""
+    try:
+        if protocol == "grpc":
+            raw = await client.get_inference_statistics(model, as_json=True)
+        else:
+            raw = await client.get_inference_statistics(model)
+    except Exception:  # the figures are extra: a server that restricts statistics still gets benchmarked
+        return None
+    counters = dict.fromkeys(["inferences", "executions", "success_count"], 0)
+    counters |= {f"{phase}_ns": 0 for phase in STATISTICS_PHASES}
+    for stats in raw.get("model_stats", []):  # one entry per loaded version; protobuf JSON omits zeros
+        phases = stats.get("inference_stats", {})
+        counters["inferences"] += int(stats.get("inference_count", 0))
+        counters["executions"] += int(stats.get("execution_count", 0))
+        counters["success_count"] += int(phases.get("success", {}).get("count", 0))
+        for phase in STATISTICS_PHASES:
+            counters[f"{phase}_ns"] += int(phases.get(phase, {}).get("ns", 0))
+    return counters
 
 
 def measure_served(
@@ -322,6 +390,19 @@ def _median_latency(latencies: list[Latency]) -> Latency:
     )
 
 
+def _median_server_side(sides: list[ServerSide | None]) -> ServerSide | None:
+    measured = [side for side in sides if side is not None]
+    if not measured:
+        return None
+    return ServerSide(
+        requests=sum(side.requests for side in measured),
+        **{
+            name: float(np.median([getattr(side, name) for side in measured]))
+            for name in ("mean_batch_size", "queue_ms", "compute_ms", "in_triton_ms")
+        },
+    )
+
+
 def _median_served(runs: list[ServedResult]) -> ServedResult:
     if len(runs) == 1:
         return runs[0]
@@ -332,6 +413,7 @@ def _median_served(runs: list[ServedResult]) -> ServedResult:
         seconds=sum(run.seconds for run in runs),
         images_per_second=float(np.median([run.images_per_second for run in runs])),
         latency=_median_latency([run.latency for run in runs]),
+        server=_median_server_side([run.server for run in runs]),
     )
 
 
@@ -384,12 +466,32 @@ def format_report(report: BenchReport) -> str:
         lines.append(_row(f"served c={result.concurrency}", result.images_per_second, result.latency))
     for result in report.inprocess:
         lines.append(_row(f"in-proc b={result.batch_size}", result.images_per_second, result.latency))
+    lines.extend(_server_side_lines(report.served))
     for name, value in report.ratios.items():
         rounds = ", ".join(f"{ratios[name]:.3f}" for ratios in report.ratios_per_round)
         lines.append(f"{name}: {value:.3f}" + (f" (median of rounds {rounds})" if report.rounds > 1 else ""))
     if report.machine.get("load_average_1m_at_end") is not None:
         lines.append(f"load average (1 min) at the end: {report.machine['load_average_1m_at_end']}")
     return "\n".join(lines)
+
+
+def _server_side_lines(served: list[ServedResult]) -> list[str]:
+    """Triton's statistics for the same windows: where a served request's time went."""
+    measured = [result for result in served if result.server is not None]
+    if not measured:
+        return []
+    lines = [
+        "Triton's statistics, same windows (ms per request; outside = client mean - in Triton):",
+        f"{'':12}{'batch':>10}{'queue':>10}{'compute':>10}{'in Triton':>10}{'outside':>10}",
+    ]
+    for result in measured:
+        side = result.server
+        outside = result.latency.mean_ms - side.in_triton_ms
+        lines.append(
+            f"{f'served c={result.concurrency}':<12}{side.mean_batch_size:>10.1f}{side.queue_ms:>10.2f}"
+            f"{side.compute_ms:>10.2f}{side.in_triton_ms:>10.2f}{outside:>10.2f}"
+        )
+    return lines
 
 
 def _row(name: str, images_per_second: float, latency: Latency) -> str:

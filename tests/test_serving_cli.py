@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+from fixtures_demo import read_until
 from typer.testing import CliRunner
 
 from serving import cli
@@ -52,26 +53,25 @@ def test_serve_runs_until_a_signal_then_shuts_down_cleanly(digits_repository, di
         "--log-file", str(tmp_path / "triton.log"),
         *(["--int8"] if int8 else []),
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        # What a user waits for before using the server and pressing Ctrl-C (Triton's own readiness can
+        # come a moment earlier: a signal in between would stop serve before it says it is ready).
+        started = "".join(read_until(process, "Triton is ready", timeout=120))
         classifier = TritonClassifier(f"127.0.0.1:{grpc_port}")
-        try:
-            classifier.wait_until_ready(timeout=120)
-        except ServingError:
-            process.kill()
-            pytest.fail(f"serve did not become ready: {process.communicate()[1][-3000:]}")
+        assert classifier.is_ready()
         assert classifier.classify_files(digit_files.paths[:2], top_k=1)[0][0].label
         if int8:  # served under its own name when asked
             int8_client = TritonClassifier(f"127.0.0.1:{grpc_port}", model="alexnet_int8")
             assert int8_client.classify_files(digit_files.paths[:2], top_k=1)[0][0].label
             int8_client.close()
         process.send_signal(signum)
-        _out, err = process.communicate(timeout=60)
+        stopping, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0, err[-3000:]
-    assert "Triton is ready" in err and "Triton stopped." in err
+    assert process.returncode == 0, (started + stopping)[-3000:]
+    assert "Triton stopped." in stopping
     assert not classifier.is_ready()
     assert all(port_is_free(port) for port in (http_port, grpc_port, metrics_port)), (
         "tritonserver left behind"
@@ -153,6 +153,14 @@ def test_bench_writes_figures_and_ratios(digits_server, digits_repository, tmp_p
         "served_c1_p99_vs_inprocess_b1_median_latency",
     }
     assert "served c=4" in result.stdout and "in-proc b=64" in result.stdout
+    # Triton's own statistics for the same windows: one client can never be batched with another, four
+    # at most four at a time, and no request spends longer inside Triton than its client waited for it.
+    c1, c4 = (point["server"] for point in report["served"])
+    assert c1["mean_batch_size"] == 1.0 and 1.0 <= c4["mean_batch_size"] <= 4.0
+    for point in report["served"]:
+        assert 0 < point["server"]["in_triton_ms"] < point["latency"]["mean_ms"]
+        assert point["server"]["compute_ms"] > 0 and point["server"]["queue_ms"] >= 0
+    assert "Triton's statistics" in result.stdout
 
 
 def test_bench_over_http(digits_server):
@@ -164,3 +172,4 @@ def test_bench_over_http(digits_server):
     assert result.exit_code == 0, result.output
     assert "served c=2" in result.stdout
     assert np.isfinite(float(result.stdout.splitlines()[2].split()[2]))
+    assert "Triton's statistics" in result.stdout  # the HTTP client reads them too
