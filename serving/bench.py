@@ -381,13 +381,13 @@ def baseline_partners(concurrencies: list[int], batches: tuple[int, ...]) -> dic
     return partners
 
 
+def _medians(items: list, names: tuple[str, ...]) -> dict[str, float]:
+    """For each named field, its median over `items` (rounds of the same measurement)."""
+    return {name: float(np.median([getattr(item, name) for item in items])) for name in names}
+
+
 def _median_latency(latencies: list[Latency]) -> Latency:
-    return Latency(
-        *(
-            float(np.median([getattr(item, name) for item in latencies]))
-            for name in ("p50_ms", "p95_ms", "p99_ms", "mean_ms")
-        )
-    )
+    return Latency(**_medians(latencies, ("p50_ms", "p95_ms", "p99_ms", "mean_ms")))
 
 
 def _median_server_side(sides: list[ServerSide | None]) -> ServerSide | None:
@@ -396,10 +396,7 @@ def _median_server_side(sides: list[ServerSide | None]) -> ServerSide | None:
         return None
     return ServerSide(
         requests=sum(side.requests for side in measured),
-        **{
-            name: float(np.median([getattr(side, name) for side in measured]))
-            for name in ("mean_batch_size", "queue_ms", "compute_ms", "in_triton_ms")
-        },
+        **_medians(measured, ("mean_batch_size", "queue_ms", "compute_ms", "in_triton_ms")),
     )
 
 
