@@ -217,8 +217,12 @@ async def _model_statistics(client, protocol: str, model: str) -> dict[str, int]
     counters |= {f"{phase}_ns": 0 for phase in STATISTICS_PHASES}
     for stats in raw.get("model_stats", []):  # one entry per loaded version; protobuf JSON omits zeros
         phases = stats.get("inference_stats", {})
-        counters["inferences"] += int(stats.get("inference_count", 0))
-        counters["executions"] += int(stats.get("execution_count", 0))
+        # Batches from the per-size table, not inference_count/execution_count: Triton updates those two at
+        # different moments, so a snapshot between them could show more executions than inferences.
+        for batch in stats.get("batch_stats", []):
+            executions = int(batch.get("compute_infer", {}).get("count", 0))
+            counters["executions"] += executions
+            counters["inferences"] += int(batch.get("batch_size", 0)) * executions
         counters["success_count"] += int(phases.get("success", {}).get("count", 0))
         for phase in STATISTICS_PHASES:
             counters[f"{phase}_ns"] += int(phases.get(phase, {}).get("ns", 0))
