@@ -111,14 +111,20 @@ def read_until(process: subprocess.Popen, marker: str, timeout: float) -> list[s
 
 
 @contextlib.contextmanager
-def process_group(command: list[str], cwd: Path) -> Iterator[subprocess.Popen]:
+def process_group(command: list[str], cwd: Path, env: dict | None = None) -> Iterator[subprocess.Popen]:
     """`command` in its own process group, text output on stdout; killed with its children if still running.
 
     A terminal's Ctrl-C goes to the whole foreground group (the CLI and the tritonserver it started):
     `interrupt` sends SIGINT the same way.
     """
     process = subprocess.Popen(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         yield process

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures_demo import interrupt, process_group
 from fixtures_training import FIXTURE_EPOCHS, REPO, alexnet_in_process
 
 from training.data import validation_pixels
@@ -134,16 +135,17 @@ def test_ctrl_c_then_sigkill_then_resume_finishes_exactly_like_an_uninterrupted_
     assert finished.returncode == 0, finished.stderr
     out = tmp_path / "interrupted"
 
-    # 1. Ctrl-C in the middle of an epoch: a checkpoint of that very step, exit status 130.
+    # 1. Ctrl-C as the first epoch starts (an epoch is ~1 s here): the run stops after the step it is
+    # in, with a checkpoint of that very step, and exit status 130.
     process = start_training(out)
     wait_for(lambda: (out / "tb").is_dir(), process)  # set up; the first epoch is starting
-    time.sleep(1.0)
+    time.sleep(0.3)
     process.send_signal(signal.SIGINT)
     _stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "--resume" in stderr
     interrupted = load_checkpoint_file(out / "checkpoint.pt")
-    assert interrupted["epoch"] < 3 and 0 < interrupted["step_in_epoch"] < STEPS_PER_EPOCH
+    assert interrupted["epoch"] == 0 and 0 < interrupted["step_in_epoch"] <= STEPS_PER_EPOCH
     assert (
         optimizer_steps(interrupted) == interrupted["epoch"] * STEPS_PER_EPOCH + interrupted["step_in_epoch"]
     )
@@ -182,7 +184,46 @@ def test_ctrl_c_then_sigkill_then_resume_finishes_exactly_like_an_uninterrupted_
         torch.testing.assert_close(
             final["optimizer"]["state"][key]["exp_avg"], state["exp_avg"], rtol=0, atol=0
         )
-    assert [r["val_loss"] for r in metrics_lines(out)] == [r["val_loss"] for r in metrics_lines(reference)]
+    # And the same metrics: the interrupted epoch's line counts the steps before the Ctrl-C too.
+    assert without_timings(metrics_lines(out)) == without_timings(metrics_lines(reference))
+    assert ModelCard.load(out).metrics == ModelCard.load(reference).metrics
+
+
+def without_timings(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in records]
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_stops_every_rank_and_the_resumed_epoch_counts_them_all(tmp_path: Path):
+    # Two CPU processes, 6 steps of 2 x 8 images per epoch: fewer steps than the 10 between the ranks'
+    # stop checks, so the check at the epoch's end is the one that must stop them.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    train = ["-m", "training", "--data", "synthetic", "--synthetic-size", "96", "--batch-size", "8"]
+
+    def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        command = [*torchrun, *train, "--epochs", "1", "--out", str(out), *extra]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+
+    reference = run(tmp_path / "reference")
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    out = tmp_path / "interrupted"
+    command = [*torchrun, *train, "--epochs", "1", "--out", str(out)]
+    with process_group(command, REPO, env=env) as process:
+        wait_for(lambda: (out / "tb").is_dir(), process)
+        time.sleep(0.3)
+        output = interrupt(process)  # the terminal's Ctrl-C: torchrun and both ranks
+    assert "interrupted in epoch 1, step" in output and "--resume" in output, output
+    interrupted = load_checkpoint_file(out / "checkpoint.pt")
+    assert interrupted["epoch"] == 0 and 0 < interrupted["step_in_epoch"] <= STEPS_PER_EPOCH
+    assert [t["images"] for t in interrupted["run"]["epoch_so_far"]] == [8 * interrupted["step_in_epoch"]] * 2
+
+    resumed = run(out, "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "from epoch 1" in resumed.stdout
+    records = without_timings(metrics_lines(out))
+    assert records[0]["train_images_by_rank"] == [48, 48]
+    assert records == without_timings(metrics_lines(tmp_path / "reference"))
 
 
 # --- bad input: one clear message, exit status 2, nothing already written lost -------------------------

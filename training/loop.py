@@ -315,12 +315,23 @@ class StopRequest:
             signal.signal(signum, handler)
 
 
-class Interrupted(Exception):
-    def __init__(self, epoch: int, step: int) -> None:
-        self.epoch, self.step = epoch, step
-
-
 # --- one epoch of training, one evaluation --------------------------------------------------------
+
+
+@dataclass
+class EpochTally:
+    """One rank's running totals over the epoch being trained. An interrupted epoch's tallies go into its
+    checkpoint, so the resumed epoch reports the loss, images and time of the whole epoch."""
+
+    loss_sum: float = 0.0
+    images: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+
+class Interrupted(Exception):
+    def __init__(self, epoch: int, step: int, so_far: EpochTally) -> None:
+        self.epoch, self.step, self.so_far = epoch, step, so_far
 
 
 @dataclass
@@ -348,11 +359,13 @@ def train_one_epoch(
     precision: Precision,
     stop: StopRequest,
     progress: Any,
+    so_far: EpochTally | None = None,
 ) -> EpochResult:
-    """Train on one epoch's batches (from `first_step` on, after an interrupted run)."""
+    """Train on one epoch's batches (from `first_step` on, adding to `so_far`, after an interrupted run)."""
     model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
-    images_seen, skipped = 0, 0
+    so_far = so_far or EpochTally()
+    loss_sum = torch.tensor(so_far.loss_sum, dtype=torch.float64, device=runtime.device)
+    images_seen, skipped = so_far.images, so_far.skipped
     step = first_step
     started = time.perf_counter()
     for images, labels, batch_skipped in loader:
@@ -369,13 +382,15 @@ def train_one_epoch(
             progress.update(1)
             if step % 5 == 0:
                 progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2g}", refresh=False)
-        # Every rank must agree on where to stop, or the others would wait for it forever.
-        check = not runtime.distributed or step % 10 == 0
+        # Every rank must agree on where to stop, or the others would wait for it forever. Asking all
+        # of them costs a collective, so every 10 steps, and at the epoch's end for short epochs.
+        check = not runtime.distributed or step % 10 == 0 or step == schedule.steps_per_epoch
         if check and distributed.any_rank(stop.requested, runtime):
-            raise Interrupted(epoch, step)
+            seconds = so_far.seconds + time.perf_counter() - started
+            raise Interrupted(epoch, step, EpochTally(loss_sum.item(), images_seen, skipped, seconds))
     if runtime.device.type == "cuda":
         torch.cuda.synchronize(runtime.device)
-    seconds = time.perf_counter() - started
+    seconds = so_far.seconds + time.perf_counter() - started
     total_loss, total_images, total_skipped = distributed.all_reduce_sum(
         [loss_sum.item(), images_seen, skipped], runtime
     )
@@ -441,6 +456,7 @@ class RunState:
 
     epoch: int = 0  # epochs completed
     step_in_epoch: int = 0  # >0 only after an interrupted epoch
+    epoch_so_far: list[dict[str, float]] = field(default_factory=list)  # its EpochTally, one per rank
     best_top1: float = -1.0
     best_epoch: int = 0
     best_metrics: dict[str, Any] = field(default_factory=dict)
@@ -583,6 +599,7 @@ def train(run: Run) -> ModelCard | None:
             for epoch in range(state.epoch, config.epochs):
                 _one_epoch(run, epoch, stop)
     except Interrupted as interrupted:
+        state.epoch_so_far = [asdict(t) for t in distributed.all_gather(interrupted.so_far, run.runtime)]
         _save_checkpoint(run, epoch=interrupted.epoch, step_in_epoch=interrupted.step)
         if state.best_epoch:
             _write_hand_off(run)
@@ -638,6 +655,7 @@ def _one_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
             precision=run.precision,
             stop=stop,
             progress=progress,
+            so_far=_carried_over(state, run.runtime) if first_step else None,
         )
     finally:
         if progress is not None:
@@ -645,7 +663,7 @@ def _one_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
     eval_started = time.perf_counter()
     metrics = evaluate(run.model, run.val_loader, run.runtime, run.precision)
     run.schedule.end_of_epoch(metrics["top1"])
-    state.epoch, state.step_in_epoch = epoch + 1, 0
+    state.epoch, state.step_in_epoch, state.epoch_so_far = epoch + 1, 0, []
     state.seconds += result.seconds + time.perf_counter() - eval_started
     state.train_seconds += result.seconds
     state.train_images += result.images
@@ -683,6 +701,25 @@ def _one_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
     _save_checkpoint(run, epoch=state.epoch, step_in_epoch=0)
     if run.runtime.is_main and state.best_epoch == epoch + 1:
         link_atomically(config.out_dir / CHECKPOINT_FILE, config.out_dir / BEST_CHECKPOINT_FILE)
+
+
+def _carried_over(state: RunState, runtime: Runtime) -> EpochTally:
+    """This rank's tally of the interrupted epoch being resumed (none in checkpoints from before it was
+    kept). Resumed with another number of processes, rank 0 carries the totals and each rank the time."""
+    tallies = [EpochTally(**tally) for tally in state.epoch_so_far]
+    if not tallies:
+        return EpochTally()
+    if len(tallies) == runtime.world_size:
+        return tallies[runtime.rank]
+    seconds = sum(t.seconds for t in tallies) / len(tallies)
+    if runtime.rank != 0:
+        return EpochTally(seconds=seconds)
+    return EpochTally(
+        loss_sum=sum(t.loss_sum for t in tallies),
+        images=sum(t.images for t in tallies),
+        skipped=sum(t.skipped for t in tallies),
+        seconds=seconds,
+    )
 
 
 def _open_outputs(run: Run):
