@@ -201,15 +201,18 @@ def test_ctrl_c_under_torchrun_stops_every_rank_and_the_resumed_epoch_counts_the
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     train = ["-m", "training", "--data", "synthetic", "--synthetic-size", "96", "--batch-size", "8"]
 
+    def command(out: Path, *extra: str) -> list[str]:
+        return [*torchrun, *train, "--epochs", "1", "--out", str(out), *extra]
+
     def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
-        command = [*torchrun, *train, "--epochs", "1", "--out", str(out), *extra]
-        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+        return subprocess.run(
+            command(out, *extra), cwd=REPO, capture_output=True, text=True, timeout=600, env=env
+        )
 
     reference = run(tmp_path / "reference")
     assert reference.returncode == 0, reference.stdout + reference.stderr
     out = tmp_path / "interrupted"
-    command = [*torchrun, *train, "--epochs", "1", "--out", str(out)]
-    with process_group(command, REPO, env=env) as process:
+    with process_group(command(out), REPO, env=env) as process:
         wait_for(lambda: (out / "tb").is_dir(), process)
         time.sleep(0.3)
         output = interrupt(process)  # the terminal's Ctrl-C: torchrun and both ranks

@@ -359,11 +359,10 @@ def train_one_epoch(
     precision: Precision,
     stop: StopRequest,
     progress: Any,
-    so_far: EpochTally | None = None,
+    so_far: EpochTally,
 ) -> EpochResult:
     """Train on one epoch's batches (from `first_step` on, adding to `so_far`, after an interrupted run)."""
     model.train()
-    so_far = so_far or EpochTally()
     loss_sum = torch.tensor(so_far.loss_sum, dtype=torch.float64, device=runtime.device)
     images_seen, skipped = so_far.images, so_far.skipped
     step = first_step
@@ -655,7 +654,7 @@ def _one_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
             precision=run.precision,
             stop=stop,
             progress=progress,
-            so_far=_carried_over(state, run.runtime) if first_step else None,
+            so_far=_carried_over(state, run.runtime),
         )
     finally:
         if progress is not None:
@@ -704,8 +703,9 @@ def _one_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
 
 
 def _carried_over(state: RunState, runtime: Runtime) -> EpochTally:
-    """This rank's tally of the interrupted epoch being resumed (none in checkpoints from before it was
-    kept). Resumed with another number of processes, rank 0 carries the totals and each rank the time."""
+    """This rank's tally of the interrupted epoch being resumed (none for a fresh epoch, or in checkpoints
+    from before it was kept). Resumed with another number of processes, rank 0 carries the totals and
+    each rank the time."""
     tallies = [EpochTally(**tally) for tally in state.epoch_so_far]
     if not tallies:
         return EpochTally()
