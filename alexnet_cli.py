@@ -18,6 +18,7 @@ from serving import cli as serving_cli
 from serving.errors import ServingError
 from training import cli as training_cli
 from training.errors import TrainingError
+from training.files import disk_full_error
 
 USER_ERRORS = (TrainingError, ExportError, ServingError, DemoError)
 
@@ -46,6 +47,16 @@ def run(typer_app: typer.Typer) -> None:
         typer_app()
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except (OSError, RuntimeError) as error:
+        full = disk_full_error(error)
+        if full is None:
+            raise
+        where = f" writing {full.filename}" if full.filename else ""
+        print(
+            f"error: no space left on the disk{where}: free some space and run the command again",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

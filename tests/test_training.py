@@ -23,7 +23,8 @@ from training.model_card import ModelCard
 from training.model_dir import load_model_dir
 
 # A small run for the resume tests: 96 synthetic images, 6 steps per epoch, 3 epochs.
-SMALL_RUN = ["--data", "synthetic", "--synthetic-size", "96", "--batch-size", "16", "--epochs", "3"]
+SMALL_DATA = ["--data", "synthetic", "--synthetic-size", "96", "--batch-size", "16"]
+SMALL_RUN = [*SMALL_DATA, "--epochs", "3"]
 STEPS_PER_EPOCH = 6
 
 
@@ -230,6 +231,45 @@ def test_ctrl_c_under_torchrun_stops_every_rank_and_the_resumed_epoch_counts_the
 
 
 # --- bad input: one clear message, exit status 2, nothing already written lost -------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real file system of 1.1 GB (tmpfs) with room for one epoch's checkpoint and weights, not two; the
+    test makes it larger, as a user would free space, with `mount -o remount,size=...`."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1100m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a small tmpfs needs root: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_keeps_the_last_checkpoint_and_the_run_resumes_once_there_is_room(small_disk: Path):
+    out = small_disk / "run"
+    first = alexnet_in_process("train", *SMALL_DATA, "--epochs", "1", "--out", str(out))
+    assert first.returncode == 0, first.stdout + first.stderr
+    checkpoint = out / "checkpoint.pt"
+    kept = checkpoint.stat()
+
+    # Epoch 2's checkpoint (733 MB) does not fit in what is left: the write fails part-way.
+    full = alexnet_in_process("train", "--out", str(out), "--resume", "--epochs", "2")
+    assert_one_clear_error(full, "is full", "checkpoint.pt was not written", "--resume")
+    assert (checkpoint.stat().st_ino, checkpoint.stat().st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
+    assert load_checkpoint_file(checkpoint)["epoch"] == 1
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []  # the partial file is gone
+
+    subprocess.run(["mount", "-o", "remount,size=2500m", str(small_disk)], check=True)  # space freed
+    resumed = alexnet_in_process("train", "--out", str(out), "--resume", "--epochs", "2")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert [line["epoch"] for line in metrics_lines(out)] == [1, 2]
+    assert load_checkpoint_file(checkpoint)["epoch"] == 2
 
 
 def assert_one_clear_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -19,19 +19,16 @@ import numpy as np
 import torch
 
 from training.errors import TrainingError
+from training.files import atomic_write
 
 CHECKPOINT_FORMAT = "alexnet-e2e-training-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
 def save_atomically(state: dict[str, Any], path: Path) -> None:
-    """torch.save through a temporary file in the same folder, fsync, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    """torch.save to `path`, whole or not at all (a full disk leaves the previous checkpoint in place)."""
+    with atomic_write(path) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def link_atomically(source: Path, target: Path) -> None:

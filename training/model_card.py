@@ -8,12 +8,11 @@ standard library so that torch-free code (serving, the demo) may read it too.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from training.errors import TrainingError
+from training.files import atomic_write
 
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -93,16 +92,5 @@ class ModelCard:
 def write_text_atomically(path: Path, text: str) -> None:
     """Write through a temporary file and a rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(text)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.chmod(tmp.name, readable_mode())  # temporary files are private (0600); a model card is not
-    os.replace(tmp.name, path)
-
-
-def readable_mode() -> int:
-    """The mode a plain new file gets (0644 under the usual umask), so other users can read it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    with atomic_write(path) as f:
+        f.write(text.encode())

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from training.errors import TrainingError
+from training.files import atomic_write
 from training.model import build_model
-from training.model_card import WEIGHTS_FILE, ModelCard, readable_mode
+from training.model_card import WEIGHTS_FILE, ModelCard
 
 
 def sha256_of(path: Path) -> str:
@@ -28,13 +29,13 @@ def save_model_dir(model: nn.Module, card: ModelCard, model_dir: str | Path) -> 
     """Write the weights and then model.json (with the weights' hash), each atomically."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    weights = model_dir / WEIGHTS_FILE
-    tmp = model_dir / f".{WEIGHTS_FILE}.tmp"
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in unwrap(model).state_dict().items()}
-    save_file(state, str(tmp), metadata={"architecture": card.architecture})
-    os.chmod(tmp, readable_mode())
-    os.replace(tmp, weights)
-    card.weights_sha256 = sha256_of(weights)
+    # Serialised in memory (240 MB for AlexNet) and written by atomic_write, whose file has the usual
+    # permissions and whose errors say what to do; safetensors' own save_file gives neither.
+    data = safetensors.torch.save(state, metadata={"architecture": card.architecture})
+    with atomic_write(model_dir / WEIGHTS_FILE) as f:
+        f.write(data)
+    card.weights_sha256 = hashlib.sha256(data).hexdigest()
     card.save(model_dir)
     return model_dir
 
