@@ -53,7 +53,7 @@ def run_bench_export(
     from export.images import real_images
     from export.onnx_export import PixelsToProbabilities
     from export.pipeline import load_checked_model
-    from serving.onnx_session import create_session, usable_cpu_count
+    from serving.onnx_session import cpu_isa, create_session, usable_cpu_count
 
     threads = threads or usable_cpu_count()
     torch.set_num_threads(threads)
@@ -104,6 +104,7 @@ def run_bench_export(
         "device": "cpu",
         "threads": threads,
         "cpu": platform.processor() or platform.machine(),
+        "cpu_isa": cpu_isa(),
         "torch": torch.__version__,
         "onnxruntime": _onnxruntime_version(),
         "seconds_per_measurement": seconds,
@@ -121,7 +122,8 @@ def run_bench_export(
 
 def format_table(report: dict) -> str:
     lines = [
-        f"{report['architecture']} AlexNet, {report['image_size']} px, CPU, {report['threads']} threads "
+        f"{report['architecture']} AlexNet, {report['image_size']} px, CPU ({report['cpu_isa']}), "
+        f"{report['threads']} threads "
         f"(median of {report['rounds']} interleaved rounds; images/s)",
         "ONNX graph: "
         + (

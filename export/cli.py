@@ -44,6 +44,16 @@ def onnx(
             "--int8", help="Also write <name>_int8, static INT8 (refused below 99% top-1 agreement)."
         ),
     ] = False,
+    int8_min_agreement: Annotated[
+        float | None,
+        typer.Option(
+            "--int8-min-agreement",
+            envvar="ALEXNET_INT8_MIN_AGREEMENT",
+            min=0.0,
+            help="The INT8 gate: least top-1 agreement with FP32 on the real images, as a fraction "
+            "(default 0.99; above 1 refuses every model, a way to rehearse a refusal).",
+        ),
+    ] = None,
     calibration_data: Annotated[
         Path | None,
         typer.Option(
@@ -83,6 +93,7 @@ def onnx(
         name=name,
         max_batch_size=max_batch_size,
         int8=int8,
+        int8_min_agreement=int8_min_agreement,
         calibration_data=calibration_data,
         device=device,
         fp16=fp16,

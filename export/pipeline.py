@@ -17,7 +17,14 @@ from export.errors import ExportError
 from export.images import real_images
 from export.onnx_export import INPUT_NAME, ONNX_FILE, export_onnx, stamp_metadata
 from export.parity import FP32_TOLERANCE, ParityReport, check_parity
-from export.quantize import MIN_INT8_AGREEMENT, Int8Report, evaluate_int8, quantize_int8
+from export.quantize import (
+    MIN_INT8_AGREEMENT,
+    QUANTIZATION,
+    Int8Report,
+    check_int8_agreement,
+    evaluate_int8,
+    quantize_int8,
+)
 from export.repository import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_QUEUE_DELAY_MICROSECONDS,
@@ -145,6 +152,7 @@ def export_repository(
     name: str = "alexnet",
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     int8: bool = False,
+    int8_min_agreement: float | None = None,  # None: MIN_INT8_AGREEMENT
     calibration_data: Path | None = None,
     device: str = "gpu",
     fp16: bool = False,
@@ -188,8 +196,9 @@ def export_repository(
 
         int8_report = None
         if int8:
+            int8_path = update.version_dir(names.int8, version) / ONNX_FILE
             int8_report = _export_int8(
-                update, names, version, onnx_path, fp32_session, images, card, max_batch_size
+                int8_path, onnx_path, fp32_session, images, card, max_batch_size, int8_min_agreement
             )
             log(int8_report.summary())
 
@@ -209,25 +218,20 @@ def export_repository(
     return ExportResult(repository, version, model_names, parity, int8_report, written)
 
 
-def _export_int8(update, names, version, onnx_path, fp32_session, images, card, max_batch_size) -> Int8Report:
+def _export_int8(
+    int8_path: Path, onnx_path: Path, fp32_session, images, card, max_batch_size, min_agreement
+) -> Int8Report:
     from serving.onnx_session import create_session
 
     if len(images) == 0:
         raise ExportError("--int8 needs real images to calibrate on: pass --calibration-data DIR")
-    int8_path = update.version_dir(names.int8, version) / ONNX_FILE
     seconds = quantize_int8(onnx_path, int8_path, images)
-    quantization = "static INT8, QDQ, per-channel weights, U8S8, MinMax; normalisation and softmax in FP32"
-    stamp_metadata(int8_path, card, {"quantization": quantization})
+    stamp_metadata(int8_path, card, {"quantization": QUANTIZATION})
     int8_session = create_session(int8_path, device="cpu")
     report = evaluate_int8(
         fp32_session, int8_session, images, batch_size=max_batch_size, quantize_seconds=seconds
     )
-    if report.top1_agreement < MIN_INT8_AGREEMENT:
-        raise ExportError(
-            f"the INT8 model agrees with FP32 on only {report.top1_agreement:.2%} of {report.images} images "
-            f"(at least {MIN_INT8_AGREEMENT:.0%} needed); nothing was written. Export without --int8, or "
-            "calibrate on more representative images with --calibration-data DIR"
-        )
+    check_int8_agreement(report, MIN_INT8_AGREEMENT if min_agreement is None else min_agreement)
     return report
 
 

@@ -1,24 +1,21 @@
 """Static INT8 with onnxruntime.quantization, calibrated on real images.
 
-Choices, measured on the digits model (2-core CPU, ONNX Runtime 1.31, 1 thread, interleaved runs):
-- QDQ format, not QOperator: ONNX Runtime's CPU provider fuses QuantizeLinear/DequantizeLinear pairs
-  around Conv and Gemm into the same integer kernels QOperator names explicitly, so CPU speed is the
-  same within noise (batch 64: 1165 vs 1242 images/s; batch 1: 526 vs 455), and only QDQ also runs on
-  TensorRT (explicit quantization) and Triton's TensorRT accelerator.
-- Per-channel weight scales: AlexNet's filters differ widely in range; per-channel kept more top-1
-  agreement with FP32 (99.66% vs 99.33% on the digits, before the pool fold; equal after it) at the
-  same speed at batch 64 (batch 1: up to ~20% slower in a noisy measurement). The 99% gate matters more.
-- uint8 activations, int8 weights (U8S8) without reduce_range: right for CPUs with VNNI (AVX512-VNNI
-  and AVX-VNNI) where U8S8 cannot saturate; older AVX2-only CPUs may lose a little accuracy, which the
-  agreement check below would catch.
-- MinMax calibration: the calibration images are the validation images themselves, so their range
-  is the range to cover.
+One INT8 file for every machine that serves it: the exporting CPU does not choose the format, because the
+model is served elsewhere (other x86 CPUs, TensorRT on GPUs). The settings, and the measurements behind
+them, are in docs/export.md ("INT8"):
+- QDQ format: ONNX Runtime's CPU provider fuses QuantizeLinear/DequantizeLinear pairs around Conv and Gemm
+  into its integer kernels, and the same Q/DQ graph is what TensorRT's explicit quantization reads.
+- Symmetric int8 everywhere (S8S8, zero point 0): TensorRT accepts only symmetric int8 Q/DQ inside a
+  network; ONNX Runtime runs it on any x86 CPU.
+- Weights per channel, in 7 bits (reduce_range): x86 CPUs without VNNI multiply u8 x s8 pairs with an
+  instruction (VPMADDUBSW) whose 16-bit sums saturate when both operands use all 8 bits; 7-bit weights
+  cannot saturate, so an AVX2-only CPU computes what a VNNI CPU computes.
+- Biases stay FP32 (TensorRT's parser rejects int32 bias Dequantize nodes), and so does the last layer
+  (see `classifier_layer`).
+- MinMax calibration on up to CALIBRATION_LIMIT real images.
 - Only the network's layers are quantised (NETWORK_OP_TYPES); the pixel normalisation before them and the
-  softmax after them stay FP32. Quantised, the normalisation's Mul and Add become QLinearMul/QLinearAdd,
-  element-wise kernels that run on one thread and took 15 of 32 ms per batch of 64 at 2 threads (ORT's
-  profiler), which is why INT8 gained little from a second thread; a quantised softmax would also round
-  the served scores to steps of 1/255. Leaving them in float: INT8/FP32 at batch 64, 2 threads, went from
-  1.46x to 2.84x in one interleaved run, with the same 100% top-1 agreement.
+  softmax after them stay FP32 (quantised, they became single-threaded element-wise kernels, and the served
+  scores would be rounded to steps of 1/255).
 """
 
 from __future__ import annotations
@@ -35,12 +32,17 @@ from export.errors import ExportError
 from export.onnx_export import INPUT_NAME
 from export.parity import compare_outputs, run_batched
 
-MIN_INT8_AGREEMENT = 0.99
+MIN_INT8_AGREEMENT = 0.99  # top-1 agreement with FP32 below which --int8 refuses to write the model
 CALIBRATION_BATCH = 32
 CALIBRATION_LIMIT = 512  # images; more adds time, not range
 # Relu, MaxPool and Reshape pass the quantised tensors between the layers, so the Q/DQ pairs around them
 # fuse away and the whole network runs in integers from the first conv to the last fc layer.
 NETWORK_OP_TYPES = ["Conv", "Relu", "MaxPool", "Reshape", "Flatten", "Gemm", "MatMul"]
+# Stamped into the INT8 file's metadata: what a reader needs to know about how it was made.
+QUANTIZATION = (
+    "static INT8, QDQ, symmetric int8 activations and weights (zero point 0), per-channel 7-bit weights, "
+    "MinMax calibration; biases, the last layer, normalisation and softmax in FP32"
+)
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Int8Report:
     int8_images_per_s: float
     batch_size: int
     quantize_seconds: float
+    cpu_isa: str  # agreement and speed depend on the CPU's integer kernels: say which ones ran
 
     @property
     def speedup(self) -> float:
@@ -62,7 +65,8 @@ class Int8Report:
             f"int8: top-1 agreement with FP32 {self.top1_agreement:.2%} on {self.images} real images "
             f"(max |diff| {self.max_abs_diff:.3f}); speed at batch {self.batch_size}: "
             f"{self.int8_images_per_s:.0f} vs {self.fp32_images_per_s:.0f} images/s FP32 = "
-            f"{self.speedup:.2f}x (ONNX Runtime CPU); quantised in {self.quantize_seconds:.1f}s"
+            f"{self.speedup:.2f}x (ONNX Runtime CPU: {self.cpu_isa}); "
+            f"quantised in {self.quantize_seconds:.1f}s"
         )
 
 
@@ -98,11 +102,17 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration_pixels: np.ndarr
                 calibration_data_reader=_reader(pixels),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
-                reduce_range=False,
-                activation_type=QuantType.QUInt8,
+                reduce_range=True,  # 7-bit weights: no u8 x s8 saturation on CPUs without VNNI
+                activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
                 op_types_to_quantize=NETWORK_OP_TYPES,
+                nodes_to_exclude=[classifier_layer(prepared)],
+                extra_options={
+                    "ActivationSymmetric": True,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": False,  # TensorRT's parser rejects int32 bias DequantizeLinear nodes
+                },
             )
         except Exception as error:  # the quantiser raises many types; all mean "no INT8 model"
             raise ExportError(f"INT8 quantisation failed: {error}") from error
@@ -110,6 +120,20 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration_pixels: np.ndarr
             root.setLevel(level)
     drop_unused_opsets(int8_path)
     return time.perf_counter() - start
+
+
+def classifier_layer(path: Path) -> str:
+    """The name of the last layer (the one whose output the softmax reads): it stays FP32.
+
+    Quantised, its output (the logits) would be rounded to one int8 scale for all classes, and two close
+    logits rounded to the same step flip the top-1 answer; FP32, it costs 4096 x classes multiply-adds.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {output: node for node in graph.node for output in node.output}
+    (softmax,) = (node for node in graph.node if node.op_type == "Softmax")
+    return producer[softmax.input[0]].name
 
 
 def drop_unused_opsets(path: Path) -> None:
@@ -154,6 +178,8 @@ def evaluate_int8(
     fp32_session, int8_session, pixels: np.ndarray, *, batch_size: int, quantize_seconds: float
 ) -> Int8Report:
     """Top-1 agreement INT8 vs FP32 on real images, and their speed ratio (interleaved, best of 3)."""
+    from serving.onnx_session import cpu_isa
+
     fp32 = run_batched(lambda x: fp32_session.run(None, {INPUT_NAME: x})[0], pixels, batch_size)
     int8 = run_batched(lambda x: int8_session.run(None, {INPUT_NAME: x})[0], pixels, batch_size)
     check = compare_outputs("int8 vs fp32", fp32, int8, tolerance=1.0)
@@ -170,4 +196,15 @@ def evaluate_int8(
         int8_images_per_s=int8_speed,
         batch_size=len(timing_batch),
         quantize_seconds=quantize_seconds,
+        cpu_isa=cpu_isa(),
     )
+
+
+def check_int8_agreement(report: Int8Report, minimum: float = MIN_INT8_AGREEMENT) -> None:
+    """The INT8 gate: refuse a model whose top-1 answers differ from FP32's on too many real images."""
+    if report.top1_agreement < minimum:
+        raise ExportError(
+            f"the INT8 model agrees with FP32 on only {report.top1_agreement:.2%} of {report.images} images "
+            f"(at least {minimum:.2%} needed); nothing was written. Export without --int8, or calibrate on "
+            "more representative images with --calibration-data DIR"
+        )

@@ -20,6 +20,7 @@ from typing import Any
 # onnxruntime-gpu 1.31's TensorRT provider links libnvinfer.so.10 (TensorRT 10) and CUDA 13.
 TENSORRT_LIBRARY = "libnvinfer.so.10"
 DEVICES = ("auto", "cpu", "cuda", "gpu")  # "gpu" is an alias of "cuda"
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")  # /proc/cpuinfo names
 
 
 def usable_cpu_count() -> int:
@@ -28,6 +29,22 @@ def usable_cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+@functools.cache
+def cpu_isa() -> str:
+    """The x86 vector extensions ONNX Runtime picks its integer kernels by ("avx2", "avx2 avx512f
+    avx512_vnni", ...); INT8 results and speed differ between them. "unknown" off Linux/x86."""
+    try:
+        flags = next(
+            line.split(":", 1)[1].split()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        return "unknown"
+    found = [flag for flag in ISA_FLAGS if flag in flags]
+    return " ".join(found) or "none of " + ", ".join(ISA_FLAGS)
 
 
 @functools.cache

@@ -23,7 +23,7 @@ from export.repository import CONFIG_FILE
 from training.model_card import ModelCard
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("alexnet", "alexnet_int8", "alexnet_preprocess", "alexnet_image")
+MODELS = ("alexnet", "alexnet_preprocess", "alexnet_image")
 
 
 def export_onnx_cli(model_dir: Path, repository: Path, *options: str) -> subprocess.CompletedProcess:
@@ -75,28 +75,28 @@ def test_repository_configs_parse_and_match_the_onnx_files(digits_repository: Pa
     size = card.image_size
     assert sorted(p.name for p in digits_repository.iterdir()) == sorted(MODELS)
     configs = {name: read_config(digits_repository / name) for name in MODELS}
-    for name in ("alexnet", "alexnet_int8"):
-        config = configs[name]
-        assert config.name == name and config.backend == "onnxruntime" and config.max_batch_size == 64
-        assert config_io(config) == onnx_io(digits_repository / name / "1" / "model.onnx")
-        assert config_io(config) == {
-            "pixels": (np.dtype(np.uint8), (-1, size, size, 3)),
-            "probabilities": (np.dtype(np.float32), (-1, card.num_classes)),
-        }
-        assert config.output[0].label_filename == "labels.txt"
-        assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU  # --device cpu
-        assert config.HasField("dynamic_batching")  # Triton's recommended start: no delay
-        assert config.dynamic_batching.max_queue_delay_microseconds == 0
-        assert [w.batch_size for w in config.model_warmup] == [1, 64]
-        assert {key: value.string_value for key, value in config.parameters.items()} == {
-            "image_size": str(size),
-            "resize_size": str(card.resize_size),
-            "architecture": card.architecture,
-            "dataset": card.dataset,
-            "source_weights_sha256": card.weights_sha256,
-        }
-        labels = (digits_repository / name / "labels.txt").read_text().splitlines()
-        assert labels == card.labels
+    name = "alexnet"
+    config = configs[name]
+    assert config.name == name and config.backend == "onnxruntime" and config.max_batch_size == 64
+    assert config_io(config) == onnx_io(digits_repository / name / "1" / "model.onnx")
+    assert config_io(config) == {
+        "pixels": (np.dtype(np.uint8), (-1, size, size, 3)),
+        "probabilities": (np.dtype(np.float32), (-1, card.num_classes)),
+    }
+    assert config.output[0].label_filename == "labels.txt"
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU  # --device cpu
+    assert config.HasField("dynamic_batching")  # Triton's recommended start: no delay
+    assert config.dynamic_batching.max_queue_delay_microseconds == 0
+    assert [w.batch_size for w in config.model_warmup] == [1, 64]
+    assert {key: value.string_value for key, value in config.parameters.items()} == {
+        "image_size": str(size),
+        "resize_size": str(card.resize_size),
+        "architecture": card.architecture,
+        "dataset": card.dataset,
+        "source_weights_sha256": card.weights_sha256,
+    }
+    labels = (digits_repository / name / "labels.txt").read_text().splitlines()
+    assert labels == card.labels
 
     preprocess, ensemble = configs["alexnet_preprocess"], configs["alexnet_image"]
     assert preprocess.backend == "python"
@@ -142,28 +142,25 @@ def test_gpu_configs_use_the_tensorrt_accelerator(digits_model_dir: Path):
     assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
     size = card.image_size
     assert accelerator.parameters["trt_profile_max_shapes"] == f"pixels:32x{size}x{size}x3"
-    int8 = onnx_model_config("alexnet_int8", card, max_batch_size=32, device="gpu", int8=True)
-    (int8_accelerator,) = int8.optimization.execution_accelerators.gpu_execution_accelerator
-    assert int8_accelerator.parameters["precision_mode"] == "INT8"
     cpu = onnx_model_config("alexnet", card, max_batch_size=32, device="cpu")
     assert not cpu.optimization.execution_accelerators.gpu_execution_accelerator
 
 
 def test_onnx_metadata_names_its_source(digits_repository: Path, digits_model_dir: Path):
     card = ModelCard.load(digits_model_dir)
-    for name in ("alexnet", "alexnet_int8"):
-        metadata = read_metadata(digits_repository / name / "1" / "model.onnx")
-        assert metadata["architecture"] == card.architecture
-        assert metadata["labels_file"] == "labels.txt"
-        assert metadata["image_size"] == str(card.image_size)
-        assert metadata["resize_size"] == str(card.resize_size)
-        assert metadata["source_weights_sha256"] == card.weights_sha256
+    name = "alexnet"
+    metadata = read_metadata(digits_repository / name / "1" / "model.onnx")
+    assert metadata["architecture"] == card.architecture
+    assert metadata["labels_file"] == "labels.txt"
+    assert metadata["image_size"] == str(card.image_size)
+    assert metadata["resize_size"] == str(card.resize_size)
+    assert metadata["source_weights_sha256"] == card.weights_sha256
     model = onnx.load(str(digits_repository / "alexnet" / "1" / "model.onnx"), load_external_data=False)
     onnx.checker.check_model(model, full_check=True)
 
 
 # ---------------------------------------------------------------------------------------------
-# Parity and INT8
+# Parity (INT8: tests/test_int8.py)
 
 
 def test_onnx_matches_pytorch_on_the_digits(digits_export):
@@ -174,30 +171,6 @@ def test_onnx_matches_pytorch_on_the_digits(digits_export):
     assert real.name == "digits validation images" and real.images >= 300
     assert real.top1_agreement == 1.0 and real.max_abs_diff <= 1e-4
     assert [check.images for check in random] == [1, 7, 64]
-
-
-def test_int8_agrees_with_fp32(digits_export, digits_model_dir: Path):
-    from export.images import real_images
-    from serving.onnx_session import create_session
-
-    report = digits_export.int8
-    print(report.summary())
-    # Agreement only means something if the FP32 model makes real decisions (not one class for all).
-    pixels, _ = real_images(ModelCard.load(digits_model_dir), None)
-    fp32 = create_session(digits_export.repository / "alexnet" / "1" / "model.onnx", device="cpu")
-    predicted = np.unique(fp32.run(None, {"pixels": pixels})[0].argmax(axis=1))
-    assert len(predicted) >= 5, f"the digits model predicts only classes {predicted}: is it trained?"
-    assert report.top1_agreement >= 0.99
-    assert report.images >= 300 and report.int8_images_per_s > 0 and report.fp32_images_per_s > 0
-    model = onnx.load(str(digits_export.repository / "alexnet_int8" / "1" / "model.onnx"))
-    assert any(node.op_type == "QuantizeLinear" for node in model.graph.node)  # static QDQ, not FP32
-    # Normalisation and softmax stay FP32: served scores are not rounded to steps of 1/255.
-    producer = {output: node for node in model.graph.node for output in node.output}
-    assert producer["probabilities"].op_type == "Softmax"
-    assert producer[producer["probabilities"].input[0]].op_type == "DequantizeLinear"
-    normalise = [node for node in model.graph.node if node.op_type in ("Mul", "Add")]
-    assert normalise and all(producer[node.input[0]].op_type in ("Transpose", "Mul") for node in normalise)
-    assert model.ByteSize() < 0.5 * (digits_export.repository / "alexnet" / "1" / "model.onnx").stat().st_size
 
 
 @pytest.mark.slow  # a whole export (seconds to tens of seconds on 2 cores)
@@ -319,7 +292,6 @@ def test_exporting_again_adds_a_version_and_keeps_the_old(repository_copy: Path,
     assert "top-1 agreement 100.00%" in again.stdout
     for name in ("alexnet", "alexnet_preprocess", "alexnet_image"):
         assert sorted(p.name for p in (repository_copy / name).iterdir() if p.is_dir()) == ["1", "2"]
-    assert sorted(p.name for p in (repository_copy / "alexnet_int8").iterdir() if p.is_dir()) == ["1"]
     assert tree_digest(repository_copy / "alexnet" / "1") == version_1
     read_config(repository_copy / "alexnet")  # still parses after the update
     assert_no_staging_left(repository_copy)

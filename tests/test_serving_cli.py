@@ -45,13 +45,11 @@ def port_is_free(port: int) -> bool:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_serve_runs_until_a_signal_then_shuts_down_cleanly(digits_repository, digit_files, tmp_path, signum):
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    int8 = (digits_repository / "alexnet_int8").is_dir()
     command = [
         sys.executable, "-m", "alexnet_cli", "serve",
         "--repository", str(digits_repository),
         "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
         "--log-file", str(tmp_path / "triton.log"),
-        *(["--int8"] if int8 else []),
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -61,10 +59,6 @@ def test_serve_runs_until_a_signal_then_shuts_down_cleanly(digits_repository, di
         classifier = TritonClassifier(f"127.0.0.1:{grpc_port}")
         assert classifier.is_ready()
         assert classifier.classify_files(digit_files.paths[:2], top_k=1)[0][0].label
-        if int8:  # served under its own name when asked
-            int8_client = TritonClassifier(f"127.0.0.1:{grpc_port}", model="alexnet_int8")
-            assert int8_client.classify_files(digit_files.paths[:2], top_k=1)[0][0].label
-            int8_client.close()
         process.send_signal(signum)
         stopping, _ = process.communicate(timeout=60)
     finally:
