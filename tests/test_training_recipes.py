@@ -66,6 +66,10 @@ def test_quickstart_recipe_is_the_training_defaults():
     defaults = TrainConfig()
     for name, value in RECIPES["quickstart"].values("torchvision").items():
         assert getattr(defaults, name) == value, name
+    # `alexnet train --arch paper`: the same recipe, adapted where the paper network needs it.
+    paper = TrainConfig(**recipe_settings({"arch": "paper"}))
+    assert (paper.arch, paper.data, paper.optimizer, paper.image_size) == ("paper", "digits", "adamw", 64)
+    assert (paper.init_scheme, paper.epochs) == ("he", 3)
 
 
 def test_train_help_shows_every_recipe_value():
