@@ -47,7 +47,7 @@ from training.model_card import (
     ModelCard,
 )
 from training.model_dir import save_model_dir, unwrap
-from training.recipes import DEFAULT_RECIPE, LR_REFERENCE_BATCH, default_lr, find_recipe, overrides, summary
+from training.recipes import DEFAULT_RECIPE, LR_REFERENCE_BATCH, default_lr, describe, recipe_record
 from training.recipes import recipe_settings as settings_of_new_run
 from training.weights import load_torchvision_weights
 
@@ -602,7 +602,7 @@ def prepare(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | 
 def train(run: Run) -> ModelCard | None:
     """The epochs, then the hand-off to export (rank 0): the best epoch's model.safetensors + model.json."""
     config, state, source, runtime = run.config, run.state, run.source, run.runtime
-    run.log(describe_recipe(config))
+    run.log(describe(asdict(config)))
     run.log(
         f"training {config.arch} AlexNet on {source.name}: "
         f"{len(source.train)} train / {len(source.val)} val images, {len(source.labels)} classes, "
@@ -639,16 +639,6 @@ def train(run: Run) -> ModelCard | None:
         f"model in {config.out_dir} (model.safetensors + model.json)"
     )
     return card
-
-
-def describe_recipe(config: TrainConfig) -> str:
-    """The recipe's values as this run applies them, and what the flags changed."""
-    recipe = find_recipe(config.recipe)
-    changed = overrides(config.recipe, asdict(config))
-    line = f"recipe {recipe.name} ({recipe.source}): {summary(recipe, config.arch)}"
-    if changed:
-        line += "; changed: " + ", ".join(f"{name} {value}" for name, value in changed.items())
-    return line + f"; lr {config.effective_lr():g} per {LR_REFERENCE_BATCH} images"
 
 
 def _one_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
@@ -830,9 +820,7 @@ def _card(run: Run) -> ModelCard:
         metrics=dict(state.best_metrics),
         training={
             "optimizer": config.optimizer,
-            "recipe": config.recipe,
-            "recipe_source": find_recipe(config.recipe).source,
-            "recipe_overrides": overrides(config.recipe, asdict(config)),
+            **recipe_record(asdict(config)),
             "momentum": config.momentum if config.optimizer == "sgd" else None,
             "weight_decay": config.effective_weight_decay(),
             "lr": run.lr,
