@@ -184,6 +184,16 @@ def test_transforms_give_the_model_its_shapes():
     torch.testing.assert_close(crops[6], crops[0].flip(-1))  # the second five: the same of the mirror image
 
 
+def test_paper_patches_come_from_the_central_square_of_the_image():
+    # Section 2: a 64x96 image is cut to its central 64x64 square before the ten patches (section 4.1).
+    from training.data import DIGITS_MEAN, DIGITS_STD
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    sizes = {"image_size": 48, "resize_size": 64, "mean": DIGITS_MEAN, "std": DIGITS_STD}
+    crops = presets.ten_crop_transform(**sizes)(image)
+    torch.testing.assert_close(crops, presets.ten_crop_transform(**sizes)(image.crop((16, 0, 80, 64))))
+
+
 def test_pca_lighting_moves_colours_along_imagenet_principal_components():
     torch.manual_seed(0)
     lighting = presets.PCALighting(std=0.1)

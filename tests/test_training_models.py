@@ -10,9 +10,13 @@ import torch
 import torchvision
 from fixtures_training import alexnet_in_process
 
+from export.onnx_export import metadata_for
+from export.repository import card_parameters
 from training.loop import LRSchedule, Precision, train_step
 from training.model import build_model
-from training.model_dir import load_model_dir
+from training.model_card import ModelCard
+from training.model_dir import load_model_dir, sha256_of
+from training.pretrained import published_weights, write_pretrained
 from training.weights import load_torchvision_weights
 
 
@@ -96,10 +100,45 @@ def test_pretrained_writes_a_model_dir_from_a_torchvision_weights_file(torchvisi
     assert card.labels == categories and len(card.labels) == 1000 and card.labels[0] == "tench"
     assert (card.image_size, card.resize_size) == (224, 256)
     assert card.mean == [0.485, 0.456, 0.406] and card.std == [0.229, 0.224, 0.225]
-    assert card.metrics["top1"] == pytest.approx(0.56522) and card.architecture == "torchvision"
+    assert card.architecture == "torchvision"
     image = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(model(image), reference(image))
+    # Randomly initialised weights are not torchvision's: of unknown origin, with no accuracy, and the
+    # exported model and the served config (which the demo reads) say so.
+    assert card.dataset.startswith("unknown (imported weights") and card.metrics == {}
+    assert card.training["sha256"] == sha256_of(path) and "origin unknown" in card.training["provenance"]
+    assert "trained on unknown (imported weights" in result.stdout and "no known accuracy" in result.stdout
+    assert metadata_for(card)["dataset"] == card_parameters(card)["dataset"] == card.dataset
+
+
+def test_pretrained_recognises_the_published_weights_by_their_hash(torchvision_state_file, tmp_path):
+    path, _reference = torchvision_state_file
+    record = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
+    assert published_weights() == {"7be5be79": record}  # the prefix in torchvision's file name
+    # This file stands for torchvision's: a table that publishes its hash (shipping the real weights
+    # is not an option).
+    digest = sha256_of(path)
+    card = write_pretrained(tmp_path / "published", path, published={digest[:8]: record})
+    assert card.dataset == "torchvision:AlexNet_Weights.IMAGENET1K_V1"
+    assert card.metrics == pytest.approx({"top1": 0.56522, "top5": 0.79066})
+    assert "matches torchvision's published alexnet-owt-7be5be79.pth" in card.training["provenance"]
+    # Against a table whose published hash differs in one digit, the same file is of unknown origin.
+    other = digest[:7] + ("0" if digest[7] != "0" else "1")
+    card = write_pretrained(tmp_path / "other", path, published={other: record})
+    assert card.dataset.startswith("unknown") and card.metrics == {}
+
+
+def test_pretrained_records_the_dataset_the_user_names(torchvision_state_file, tmp_path):
+    path, _reference = torchvision_state_file
+    out = tmp_path / "named"
+    result = alexnet_in_process(
+        "pretrained", "--out", str(out), "--weights", str(path), "--dataset", "places365"
+    )
+    assert result.returncode == 0, result.stderr
+    card = ModelCard.load(out)
+    assert card.dataset == "places365" and card.metrics == {}
+    assert "trained on places365, as the user says (--dataset)" in card.training["provenance"]
 
 
 def test_pretrained_without_internet_says_to_pass_weights(tmp_path, monkeypatch):

@@ -11,17 +11,40 @@ from typing import Annotated, Literal
 
 import typer
 
+from training import recipes
+
 Architecture = Literal["torchvision", "paper"]
 Device = Literal["auto", "cpu", "cuda"]
+RecipeName = Literal["quickstart", "paper", "torchvision"]
+
+
+def _recipes_default(name: str) -> str:
+    """The `[default: ...]` of a flag a recipe sets: the recipe's value (the quickstart's shown)."""
+    value = recipes.RECIPES[recipes.DEFAULT_RECIPE].values("torchvision")[name]
+    return f"  \\[default: the recipe's; {recipes.DEFAULT_RECIPE}: {value}]"
+
+
+def _lr_default() -> str:
+    by_optimizer = ", ".join(f"{rate:g} for {name}" for name, rate in recipes.DEFAULT_LR.items())
+    return f"  \\[default: the recipe's, else the optimizer's: {by_optimizer}]"
 
 
 def train(
+    recipe: Annotated[
+        RecipeName | None,
+        typer.Option(
+            help="Named settings, each value cited in training/recipes.py; a flag given overrides its value. "
+            + recipes.help_text().replace("[", "\\[")
+            + f"  \\[default: {recipes.DEFAULT_RECIPE}]",
+            show_default=False,
+        ),
+    ] = None,
     data: Annotated[
         str | None,
         typer.Option(
             help="digits (embedded, no download), synthetic (random tensors), or an ImageNet-style folder "
             "DIR with DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg (class names from the folder names, "
-            "or from DIR/labels.txt: one `<folder> <name>` line per class)  \\[default: digits]",
+            "or from DIR/labels.txt: one `<folder> <name>` line per class)" + _recipes_default("data"),
             show_default=False,
         ),
     ] = None,
@@ -32,31 +55,32 @@ def train(
         Architecture | None,
         typer.Option(
             help="torchvision (one weird trick; loads torchvision's weights) or paper (NeurIPS 2012: LRN, "
-            "grouped convolutions)  \\[default: torchvision]",
+            "grouped convolutions)" + _recipes_default("arch"),
             show_default=False,
         ),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs to train  \\[default: 5]", show_default=False)
+        int | None, typer.Option(help="Epochs to train" + _recipes_default("epochs"), show_default=False)
     ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
-            help="Images per step per process (global batch = this x processes)  \\[default: 64]",
+            help="Images per step per process (global batch = this x processes)"
+            + _recipes_default("batch_size"),
             show_default=False,
         ),
     ] = None,
     image_size: Annotated[
         int | None,
         typer.Option(
-            help="Side of the square input, at least 63 (the paper: 224)  \\[default: 64]", show_default=False
+            help="Side of the square input, at least 63" + _recipes_default("image_size"), show_default=False
         ),
     ] = None,
     lr: Annotated[
         float | None,
         typer.Option(
-            help="Learning rate for a global batch of 256, scaled linearly to the real one  "
-            "\\[default: 0.0012, i.e. 3e-4 at batch 64]",
+            help=f"Learning rate for a global batch of {recipes.LR_REFERENCE_BATCH}, scaled linearly to the "
+            "real one (batch size x processes)" + _lr_default(),
             show_default=False,
         ),
     ] = None,
@@ -74,16 +98,16 @@ def train(
     optimizer: Annotated[
         Literal["adamw", "sgd"] | None,
         typer.Option(
-            help="adamw, or sgd (momentum 0.9, weight decay 5e-4: the paper's)  \\[default: adamw, which "
-            "reaches 95% on digits in the fewest epochs]",
+            help="adamw, or sgd (momentum 0.9); one other than the recipe's takes its own default "
+            "learning rate and weight decay" + _recipes_default("optimizer"),
             show_default=False,
         ),
     ] = None,
     schedule: Annotated[
         Literal["cosine", "step", "plateau"] | None,
         typer.Option(
-            help="After a 1-epoch linear warm-up: cosine, step (x0.1 every third of the run) or plateau "
-            "(x0.1 when top-1 stops improving, as in the paper)  \\[default: cosine]",
+            help="cosine, step (x0.1 every third of the run) or plateau (x0.1 when top-1 stops improving, as "
+            "in the paper), after the recipe's warm-up" + _recipes_default("schedule"),
             show_default=False,
         ),
     ] = None,
@@ -100,7 +124,8 @@ def train(
         bool | None,
         typer.Option(
             "--ten-crop/--centre-crop",
-            help="Validate on the paper's ten patches  \\[default: centre crop]",
+            help="Validate on the paper's ten patches, or the centre crop  \\[default: the recipe's; "
+            "quickstart: centre crop]",
             show_default=False,
         ),
     ] = None,
@@ -128,23 +153,26 @@ def train(
 ) -> None:
     """Train AlexNet and write a model directory (model.safetensors + model.json) for export.
 
-    The defaults train the quickstart model: the full-width torchvision AlexNet on the embedded digits at
-    64 px, He-initialised, with AdamW (lr 3e-4 at batch 64; the paper's SGD is far slower to start here)
-    and a cosine schedule for 5 epochs: about 97% validation top-1 in one to three minutes on 2 CPU cores.
+    --recipe picks the settings (printed at the start and recorded in model.json); flags override them.
+    The default, quickstart, trains the full-width torchvision AlexNet on the embedded digits at 64 px,
+    He-initialised, with AdamW and a cosine schedule for 5 epochs: about 97% validation top-1 in one to
+    three minutes on 2 CPU cores (--arch paper: the paper's network, likewise).
+    --recipe paper and --recipe torchvision reproduce ImageNet training (docs/training.md).
     Each epoch writes checkpoint.pt (and checkpoint_best.pt), metrics.jsonl and TensorBoard scalars;
     Ctrl-C saves a checkpoint that --resume continues.
     For several processes (DDP: NCCL on GPUs, gloo on CPUs): torchrun --nproc_per_node=N -m training ...
 
     Example: alexnet train --data digits --out runs/digits
+    Example: alexnet train --recipe paper --data /data/imagenet --out runs/imagenet-paper
     """
     from training.loop import run_command
 
     given = {
-        "data": data, "out": str(out), "arch": arch, "epochs": epochs, "batch_size": batch_size,
-        "image_size": image_size, "lr": lr, "device": device, "init": str(init) if init else None,
-        "optimizer": optimizer, "schedule": schedule, "augmentation": augmentation, "ten_crop": ten_crop,
-        "workers": workers, "compile": compile or None, "amp": amp, "seed": seed,
-        "synthetic_size": synthetic_size,
+        "recipe": recipe, "data": data, "out": str(out), "arch": arch, "epochs": epochs,
+        "batch_size": batch_size, "image_size": image_size, "lr": lr, "device": device,
+        "init": str(init) if init else None, "optimizer": optimizer, "schedule": schedule,
+        "augmentation": augmentation, "ten_crop": ten_crop, "workers": workers, "compile": compile or None,
+        "amp": amp, "seed": seed, "synthetic_size": synthetic_size,
     }  # fmt: skip
     run_command(given, resume=resume)
 
@@ -154,22 +182,35 @@ def pretrained(
     weights: Annotated[
         Path | None,
         typer.Option(
-            help="Local copy of torchvision's alexnet-owt-7be5be79.pth (else torchvision downloads it)"
+            help="Local copy of torchvision's alexnet-owt-7be5be79.pth (else torchvision downloads it), or "
+            "another torchvision-format AlexNet state dict"
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="What the weights were trained on, for a file that is not torchvision's published one  "
+            "\\[default: unknown origin]",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
-    """Write torchvision's ImageNet AlexNet (IMAGENET1K_V1) as a model directory: 1,000 classes, 224 px.
+    """Write torchvision-format AlexNet weights as a model directory: 1,000 ImageNet classes, 224 px.
 
-    The class names, sizes, mean/std and accuracy come from torchvision's own record of the weights.
+    The file's SHA-256 is checked against the hash torchvision publishes for its IMAGENET1K_V1 weights:
+    on a match, model.json takes torchvision's record of them (class names, sizes, mean/std, published
+    accuracy); any other file is recorded as of unknown origin, with no accuracy, unless --dataset names
+    what it was trained on.
 
     Example: alexnet pretrained --out runs/imagenet --weights alexnet-owt-7be5be79.pth
     """
     from training.pretrained import write_pretrained
 
-    card = write_pretrained(out, weights)
+    card = write_pretrained(out, weights, dataset=dataset)
+    accuracy = f"published top-1 {card.metrics['top1']:.1%}" if card.metrics else "no known accuracy"
     typer.echo(
         f"wrote {out} (torchvision AlexNet, {card.num_classes} ImageNet classes, {card.image_size} px, "
-        f"published top-1 {card.metrics['top1']:.1%}); next: alexnet export onnx --model {out} "
+        f"trained on {card.dataset}, {accuracy}); next: alexnet export onnx --model {out} "
         "--repository model_repository"
     )
 

@@ -38,7 +38,7 @@ from training.checkpoint import (
 from training.data import DataSource, default_workers, load_data, make_loaders
 from training.distributed import Runtime
 from training.errors import TrainingError
-from training.model import build_model
+from training.model import build_model, init_as_in_paper
 from training.model_card import (
     BEST_CHECKPOINT_FILE,
     CHECKPOINT_FILE,
@@ -47,11 +47,12 @@ from training.model_card import (
     ModelCard,
 )
 from training.model_dir import save_model_dir, unwrap
+from training.recipes import DEFAULT_RECIPE, LR_REFERENCE_BATCH, default_lr, describe, recipe_record
+from training.recipes import recipe_settings as settings_of_new_run
 from training.weights import load_torchvision_weights
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "plateau")
-LR_REFERENCE_BATCH = 256  # --lr is the learning rate for this many images per step (linear scaling)
 TENSORBOARD_SCALARS = {
     "train/loss": "train_loss",
     "train/lr": "lr",
@@ -71,19 +72,20 @@ WHY_ADAMW = (
 class TrainConfig:
     """Everything that defines a run; stored in every checkpoint so `--resume` can continue it.
 
-    The defaults are the quickstart's: the full-width torchvision AlexNet on the embedded digits at
-    64 pixels, He-initialised, AdamW and a cosine schedule: of what we tried, the fastest to 95% validation
-    top-1 on a CPU (about 97% after 5 epochs).
+    The defaults are the quickstart recipe's (training/recipes.py, which cites each value): the full-width
+    torchvision AlexNet on the embedded digits at 64 pixels, He-initialised, AdamW and a cosine schedule.
     """
 
+    recipe: str = DEFAULT_RECIPE  # the named recipe the other values came from, unless given as flags
     data: str = "digits"  # "digits", "synthetic" or an ImageNet-style folder
     out: str = "runs/digits"  # the model directory this run writes
     arch: str = "torchvision"  # "torchvision" (one weird trick) or "paper" (NeurIPS 2012)
     epochs: int = 5
     batch_size: int = 64  # per process; the global batch is batch_size x world size
     image_size: int = 64
-    lr: float = 1.2e-3  # for a global batch of 256; scaled linearly (3e-4 at the default batch of 64)
-    optimizer: str = "adamw"  # "adamw" or "sgd" (momentum 0.9, as in the paper)
+    lr: float | None = None  # for a global batch of 256, scaled linearly; None: the optimizer's default
+    optimizer: str = "adamw"  # "adamw" or "sgd"
+    momentum: float = 0.9  # SGD's
     weight_decay: float | None = None  # None: 5e-4 for SGD (the paper's), 0.05 for AdamW
     schedule: str = "cosine"  # or "step" (x0.1 every third of the run), "plateau" (x0.1 when top-1 stalls)
     warmup_epochs: float = 1.0  # linear warm-up from 0, per step
@@ -95,6 +97,7 @@ class TrainConfig:
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the model
     init: str | None = None  # a torchvision-format AlexNet state dict to start from
+    init_scheme: str = "he"  # without --init: "he", "paper" (N(0, 0.01), biases 1) or "pytorch" (its default)
     seed: int = 0
     synthetic_size: int = 1280  # images per epoch with --data synthetic
     resume: bool = False
@@ -103,6 +106,10 @@ class TrainConfig:
     def out_dir(self) -> Path:
         return Path(self.out)
 
+    def effective_lr(self) -> float:
+        """Per 256 images: the one given, else the optimizer's default (training/recipes.py)."""
+        return self.lr if self.lr is not None else default_lr(self.optimizer)
+
     def effective_weight_decay(self) -> float:
         if self.weight_decay is not None:
             return self.weight_decay
@@ -110,7 +117,7 @@ class TrainConfig:
 
 
 # Settings a resumed run must share with the checkpoint: the network and what it learns from.
-STRUCTURAL = ("arch", "image_size", "data")
+STRUCTURAL = ("recipe", "arch", "image_size", "data")
 
 
 def merge_for_resume(given: dict[str, Any], saved: dict[str, Any], checkpoint: Path) -> TrainConfig:
@@ -193,19 +200,28 @@ class LRSchedule:
 # --- model, optimizer, precision ------------------------------------------------------------------
 
 
+INIT_SCHEMES = ("he", "paper", "pytorch")
+
+
 def initialise(model: nn.Module, config: TrainConfig) -> str:
     """Set the starting weights; returns how, for the log and model.json.
 
-    The paper network keeps the paper's initialisation (done by build_model). The torchvision network gets
-    He initialisation (He et al. 2015, as torchvision initialises its VGGs and ResNets) instead of PyTorch's
-    default, which shrinks the signal about sixfold per layer: from scratch on digits that turns a stall of
-    several epochs into 90% validation top-1 after two.
+    "he" (He et al. 2015, as torchvision initialises its VGGs and ResNets) is the quickstart's: from
+    scratch on digits, PyTorch's default (which shrinks the signal about sixfold per layer) stalls for
+    several epochs and the paper's N(0, 0.01) stays at chance; He gets 90% validation top-1 in two.
     """
     if config.init:
         return load_torchvision_weights(model, config.arch, Path(config.init))
-    if config.arch == "paper":
-        return "the paper's initialisation: weights N(0, 0.01), biases 1 in conv2/4/5 and fc6/7, else 0"
     layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if config.init_scheme == "paper":
+        init_as_in_paper(model)
+        return "the paper's initialisation: weights N(0, 0.01), biases 1 in conv2/4/5 and fc6/7, else 0"
+    if config.init_scheme == "pytorch":
+        for layer in layers:
+            layer.reset_parameters()
+        return "PyTorch's default initialisation (as torchvision's AlexNet)"
+    if config.init_scheme != "he":
+        raise TrainingError(f"init scheme {config.init_scheme!r}: use one of {', '.join(INIT_SCHEMES)}")
     for layer in layers[:-1]:
         nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
         nn.init.zeros_(layer.bias)
@@ -218,7 +234,9 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     decay = config.effective_weight_decay()
     # Fused kernels exist for CPU and CUDA: AdamW's step over 57M parameters is ~5x faster on a CPU.
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9, weight_decay=decay, fused=True)
+        return torch.optim.SGD(
+            model.parameters(), lr=0.0, momentum=config.momentum, weight_decay=decay, fused=True
+        )
     if config.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=decay, fused=True)
     raise TrainingError(f"--optimizer {config.optimizer}: use one of {', '.join(OPTIMIZERS)}")
@@ -503,9 +521,9 @@ def main(config: TrainConfig, checkpoint: dict[str, Any] | None = None) -> Model
 
 def run_command(given: dict[str, Any], *, resume: bool) -> ModelCard | None:
     """The `train` command: the options given (None: not given), merged with the checkpoint's on --resume."""
-    settings = {name: value for name, value in given.items() if value is not None}
     if not resume:
-        return main(TrainConfig(**settings))
+        return main(TrainConfig(**settings_of_new_run(given)))
+    settings = {name: value for name, value in given.items() if value is not None}
     path = Path(settings.get("out", TrainConfig.out)) / CHECKPOINT_FILE
     checkpoint = load_checkpoint(path)
     return main(merge_for_resume(settings, checkpoint["args"], path), checkpoint)
@@ -556,7 +574,7 @@ def prepare(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | 
     memory_format = torch.channels_last if precision.channels_last else torch.preserve_format
     model.to(runtime.device, memory_format=memory_format)
     optimizer = build_optimizer(config, model)
-    lr = config.lr * config.batch_size * runtime.world_size / LR_REFERENCE_BATCH
+    lr = config.effective_lr() * config.batch_size * runtime.world_size / LR_REFERENCE_BATCH
     schedule = LRSchedule(
         config.schedule,
         lr,
@@ -584,6 +602,7 @@ def prepare(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | 
 def train(run: Run) -> ModelCard | None:
     """The epochs, then the hand-off to export (rank 0): the best epoch's model.safetensors + model.json."""
     config, state, source, runtime = run.config, run.state, run.source, run.runtime
+    run.log(describe(asdict(config)))
     run.log(
         f"training {config.arch} AlexNet on {source.name}: "
         f"{len(source.train)} train / {len(source.val)} val images, {len(source.labels)} classes, "
@@ -801,10 +820,11 @@ def _card(run: Run) -> ModelCard:
         metrics=dict(state.best_metrics),
         training={
             "optimizer": config.optimizer,
-            "momentum": 0.9 if config.optimizer == "sgd" else None,
+            **recipe_record(asdict(config)),
+            "momentum": config.momentum if config.optimizer == "sgd" else None,
             "weight_decay": config.effective_weight_decay(),
             "lr": run.lr,
-            "lr_per_256_images": config.lr,
+            "lr_per_256_images": config.effective_lr(),
             "schedule": f"{config.schedule} after {config.warmup_epochs:g} warm-up epoch(s)",
             "batch_size": config.batch_size * runtime.world_size,
             "batch_size_per_process": config.batch_size,
@@ -819,7 +839,7 @@ def _card(run: Run) -> ModelCard:
             "images_per_s": round(state.train_images / state.train_seconds, 1)
             if state.train_seconds
             else None,
-            "note": WHY_ADAMW if config.optimizer == "adamw" else "SGD with momentum 0.9, as in the paper",
+            "note": WHY_ADAMW if config.optimizer == "adamw" else f"SGD with momentum {config.momentum:g}",
         },
     )
 

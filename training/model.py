@@ -106,22 +106,23 @@ class PaperAlexNet(nn.Module):
             nn.Dropout(p=config.dropout),
             nn.Linear(4096, config.num_classes),  # fc8
         )
-        self._init_as_in_paper()
-
-    def _init_as_in_paper(self) -> None:
-        # Section 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden fully
-        # connected layers (to give the ReLUs positive inputs early), 0 elsewhere.
-        layers = [m for m in self.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-        conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8 = layers
-        for layer in layers:
-            nn.init.normal_(layer.weight, mean=0.0, std=0.01)
-            nn.init.zeros_(layer.bias)
-        for layer in (conv2, conv4, conv5, fc6, fc7):
-            nn.init.ones_(layer.bias)
+        init_as_in_paper(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.features(x))
         return self.classifier(torch.flatten(x, 1))
+
+
+def init_as_in_paper(model: nn.Module) -> None:
+    """Section 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden fully connected
+    layers (to give the ReLUs positive inputs early), 0 elsewhere. Either architecture has those 8 layers."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8 = layers
+    for layer in layers:
+        nn.init.normal_(layer.weight, mean=0.0, std=0.01)
+        nn.init.zeros_(layer.bias)
+    for layer in (conv2, conv4, conv5, fc6, fc7):
+        nn.init.ones_(layer.bias)
 
 
 def build_model(

@@ -3,14 +3,16 @@
 Every transform takes a PIL image. Sizes are parameters: the paper trains at 224 from images
 resized to 256; the quickstart trains at 64 from digits resized to 64.
 
-- `paper`: resize the shorter side to `resize_size`, a random `image_size` crop, a horizontal flip
-  and the PCA colour lighting of Krizhevsky et al. 2012, section 4.1.
+- `paper`: the paper's 256x256 image (section 2: the shorter side resized to `resize_size`, the central
+  square cropped), a random `image_size` patch of it, a horizontal flip and the PCA colour lighting of
+  Krizhevsky et al. 2012, section 4.1.
 - `torchvision`: RandomResizedCrop + horizontal flip, as torchvision trained its AlexNet weights.
 - `shift`: resize to `resize_size`, a random `image_size` crop out of a few pixels of padding, no
   flip and no colour change: for digits, where a mirrored 2 is not a 2.
 - `none`: the evaluation transform, for throughput runs.
 
-Evaluation is resize + centre crop; `ten_crop_transform` is the paper's ten-patch test.
+Evaluation is resize + centre crop; `ten_crop_transform` is the paper's ten-patch test (of the same
+256x256 square).
 The uint8 pixels after `eval_pixels` are what export, the Triton preprocessing model and
 serving.image_preprocessing.resize_and_crop produce for the same image (a test checks it).
 """
@@ -105,13 +107,22 @@ def eval_transform(
     )
 
 
+def paper_square(resize_size: int) -> list[v2.Transform]:
+    """Section 2: rescale the shorter side to 256 (`resize_size`), then crop out the central 256x256 patch."""
+    return [
+        v2.Resize(resize_size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+        v2.CenterCrop(resize_size),
+    ]
+
+
 def ten_crop_transform(
     *, image_size: int, resize_size: int, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> v2.Compose:
-    """PIL image -> [10, 3, S, S]: four corners and the centre, and their mirror images (the paper's test)."""
+    """PIL image -> [10, 3, S, S]: four corners and the centre of the paper's square image, and their
+    mirror images (the paper's test, section 4.1)."""
     return v2.Compose(
         [
-            v2.Resize(resize_size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+            *paper_square(resize_size),
             v2.TenCrop(image_size),
             _NormaliseEachCrop(mean, std),
         ]
@@ -130,7 +141,7 @@ def train_transform(
     bilinear = v2.InterpolationMode.BILINEAR
     if augmentation == "paper":
         steps = [
-            v2.Resize(resize_size, interpolation=bilinear, antialias=True),
+            *paper_square(resize_size),
             v2.RandomCrop(image_size),
             v2.RandomHorizontalFlip(),
             v2.ToImage(),
