@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The stamp is rebuilt whenever the dependencies change.
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-test run test lint clean
+.PHONY: setup setup-test run test lint clean gpu-check
 
 setup: $(STAMP)
 
@@ -28,6 +28,13 @@ run: setup
 test: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The prepared GPU check (docs/gpu.md): straight from the source tree on the machine's own python3 (or
+# PYTHON=...), no virtual environment; a tiny CPU version where there is no GPU. Report and log go to $OUT
+# (default artifacts/gpu-check).
+gpu-check: PYTHON = python3
+gpu-check:
+	PYTHONPATH=. $(PYTHON) -m export.gpu_check
 
 lint: setup
 	$(BIN)/ruff check .

@@ -111,6 +111,7 @@ class BenchReport:
     rounds: int = 1
     served: list[ServedResult] = field(default_factory=list)
     inprocess: list[InProcessResult] = field(default_factory=list)
+    inprocess_engine: str = ""  # the provider that ran the baseline (read back) and its precision
     ratios: dict = field(default_factory=dict)  # medians of the per-round ratios
     ratios_per_round: list[dict] = field(default_factory=list)
 
@@ -285,11 +286,21 @@ def measure_inprocess(
     )
 
 
-def inprocess_session(onnx_file: Path):
-    """ONNX Runtime as the local server's substitute model runs it: same factory, threads and no spinning."""
+def inprocess_session(onnx_file: Path, *, fp16: bool = False):
+    """ONNX Runtime as the local server's substitute model runs it: same factory, threads and no spinning,
+    and FP16 TensorRT kernels where the served model's config asks for them (`served_fp16`)."""
     from serving.onnx_session import create_session, usable_cpu_count
 
-    return create_session(onnx_file, device="auto", threads=usable_cpu_count(), allow_spinning=False)
+    return create_session(
+        onnx_file, device="auto", threads=usable_cpu_count(), allow_spinning=False, fp16=fp16
+    )
+
+
+def served_fp16(repository: Path, model: str) -> bool:
+    """Whether the served model runs FP16 (its config's TensorRT precision), as the server decides it."""
+    from serving.server import read_config, wants_fp16
+
+    return wants_fp16(read_config(Path(repository) / model))
 
 
 # -- the whole run -----------------------------------------------------------------------------------------
@@ -324,8 +335,14 @@ def run_benchmark(
     report = BenchReport(url, protocol, model, info.image_size, duration, machine_facts(), rounds=rounds)
     session = input_name = None
     if compare_repository is not None:
-        session = inprocess_session(served_onnx_file(compare_repository, model))
+        onnx_file = served_onnx_file(compare_repository, model)
+        fp16 = served_fp16(compare_repository, model)
+        session = inprocess_session(onnx_file, fp16=fp16)
         input_name = session.get_inputs()[0].name
+        report.inprocess_engine = f"ONNX Runtime {session.get_providers()[0]}" + (
+            ", FP16 allowed" if fp16 else ", FP32"
+        )
+        progress(f"in-process baseline: {report.inprocess_engine}")
     partners = baseline_partners(concurrencies, inprocess_batches if session is not None else ())
     served_runs: dict[int, list[ServedResult]] = {c: [] for c in concurrencies}
     inprocess_runs: dict[int, list[InProcessResult]] = {b: [] for b in inprocess_batches}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,7 @@ def select_providers(
         if tensorrt and "TensorrtExecutionProvider" in available and tensorrt_available():
             trt_options: dict[str, Any] = {"device_id": device_id, "trt_fp16_enable": fp16}
             if tensorrt_cache_dir is not None:
-                # Building TensorRT engines takes tens of seconds: keep them between sessions.
-                trt_options |= {
-                    "trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": str(tensorrt_cache_dir),
-                }
+                trt_options |= tensorrt_cache_options(tensorrt_cache_dir)
             providers.append(("TensorrtExecutionProvider", trt_options))
         if "CUDAExecutionProvider" in available:
             _preload_cuda_libraries(ort)
@@ -109,7 +106,40 @@ def select_providers(
     return providers
 
 
-def create_session(
+def tensorrt_cache_options(cache_dir: str | Path) -> dict[str, Any]:
+    """The TensorRT provider's engine cache in `cache_dir`, created here: building TensorRT engines takes
+    tens of seconds, so keep them between sessions. ONNX Runtime creates only the last level of the path,
+    and without the folder the provider fails to start and the session quietly runs on CUDA instead."""
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir)}
+
+
+@dataclass(frozen=True)
+class ProviderUse:
+    """The execution provider a session was asked to run on first, and the one it actually runs on."""
+
+    asked: str
+    running: str
+
+    @property
+    def as_asked(self) -> bool:
+        return self.asked == self.running
+
+    def line(self, model: str) -> str:
+        if self.as_asked:
+            return f"{model}: ONNX Runtime runs it on {self.running}"
+        return (
+            f"WARNING: {model}: ONNX Runtime runs it on {self.running}, NOT on {self.asked} as asked "
+            f"({self.asked} failed to start: see the ONNX Runtime warnings above)"
+        )
+
+
+def create_session(model_path: str | Path, **settings: Any) -> Any:
+    """An `onnxruntime.InferenceSession` for `model_path`; the settings are `open_session`'s."""
+    return open_session(model_path, **settings)[0]
+
+
+def open_session(
     model_path: str | Path,
     *,
     device: str = "auto",
@@ -119,8 +149,10 @@ def create_session(
     tensorrt: bool = True,
     fp16: bool = False,
     tensorrt_cache_dir: str | Path | None = None,
-) -> Any:
-    """An `onnxruntime.InferenceSession` for `model_path` with all graph optimisations.
+) -> tuple[Any, ProviderUse]:
+    """An `onnxruntime.InferenceSession` for `model_path` with all graph optimisations, and the execution
+    provider it runs on, read back from the session (ONNX Runtime falls back to the next provider, with
+    only a warning, when one fails to start).
 
     threads: intra-op threads (default: the CPUs this process may use). Nodes run one after another
     (inter-op parallelism pays only for graphs with branches; AlexNet has none). allow_spinning=False
@@ -142,7 +174,9 @@ def create_session(
     providers = select_providers(
         device, device_id=device_id, tensorrt=tensorrt, fp16=fp16, tensorrt_cache_dir=tensorrt_cache_dir
     )
-    return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+    session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+    asked = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    return session, ProviderUse(asked=asked, running=session.get_providers()[0])
 
 
 def _preload_cuda_libraries(ort: Any) -> None:

@@ -38,7 +38,7 @@ from tritonclient.grpc import model_config_pb2
 
 from serving.errors import ServingError
 from serving.onnx_session import gpu_available, tensorrt_available, usable_cpu_count
-from serving.triton_models import ONNX_SUBSTITUTE, SETTINGS_FILE
+from serving.triton_models import ONNX_SUBSTITUTE, SETTINGS_FILE, provider_announcements
 
 CONFIG_FILE = "config.pbtxt"
 SUBSTITUTED_BACKENDS = ("onnxruntime", "tensorrt")  # backends the wheel's server does not ship
@@ -435,10 +435,18 @@ class TritonServer:
                 self.stop()
                 raise ServingError(self._failure(f"tritonserver exited with status {code} while starting"))
             if self.is_ready():
+                self._announce_providers()
                 return
             time.sleep(0.2)
         self.stop()
         raise ServingError(self._failure(f"tritonserver was not ready after {timeout:.0f}s"))
+
+    def _announce_providers(self) -> None:
+        """Say per model which ONNX Runtime execution provider runs it, as read back from its sessions."""
+        lines = provider_announcements(self._scratch / "models")
+        for line in lines:
+            self._record(f"alexnet serve: {line}\n")
+        self.notes += [line for line in lines if line not in self.notes]
 
     def _failure(self, what: str) -> str:
         hint = ""

@@ -874,6 +874,7 @@ def test_plan_is_built_once_per_gpu_and_model_then_cached(trt_plan, tmp_path, mo
     assert other_gpu != served and other_gpu.name.startswith("tesla-t4-sm75-") and len(invocations()) == 2
     fp32 = build(l4, "fp32")
     assert fp32 != served and "--fp16" not in invocations()[-1]
+    assert "--noTF32" in invocations()[-1] and "--noTF32" not in arguments, "FP32 means FP32, not TF32"
     (repository / "alexnet" / "2" / "model.onnx").write_bytes(b"retrained graph")
     assert build(l4) != served and len(invocations()) == 4, "a new model gets a new plan"
     assert not [p for p in (cache / "trt").iterdir() if p.name.startswith(".")], "no staging folders left"

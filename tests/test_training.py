@@ -55,13 +55,19 @@ def test_digits_model_dir_is_a_complete_hand_off(digits_model_dir: Path):
     )
     training = card.training
     assert training["optimizer"] == "adamw" and training["batch_size"] == 64 and training["world_size"] == 1
-    assert training["epochs"] == FIXTURE_EPOCHS and training["device"] == "cpu"
+    # The fixture trains with --device auto: the GPU where there is one.
+    expected_device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert training["epochs"] == FIXTURE_EPOCHS and training["device"] == expected_device
     assert training["seconds"] > 0 and training["images_per_s"] > 0 and "AdamW" in training["note"]
     for name in ("model.safetensors", "checkpoint.pt", "checkpoint_best.pt", "metrics.jsonl"):
         assert (digits_model_dir / name).is_file(), name
     assert list((digits_model_dir / "tb").glob("events.out.tfevents.*")), "TensorBoard scalars"
     records = metrics_lines(digits_model_dir)
     assert [r["epoch"] for r in records] == list(range(1, FIXTURE_EPOCHS + 1))
+    for r in records:  # images/s leaves out each epoch's first step (compile, autotuning, loader start-up)
+        assert 0 < r["warm_up_seconds"] < r["seconds"]
+        steady = (r["train_images"] - training["batch_size"]) / (r["seconds"] - r["warm_up_seconds"])
+        assert r["images_per_s"] == pytest.approx(steady, rel=0.02), r
     assert max(r["top1"] for r in records) == pytest.approx(card.metrics["top1"], abs=1e-5)
     # The exported weights are the best epoch's: they classify the validation pixels export will use
     # exactly as well as model.json says.
@@ -379,3 +385,29 @@ def test_training_on_an_image_folder_with_a_few_broken_files(tmp_path: Path):
     assert card.labels == ["the blue class", "green", "red"] and card.dataset == str(root.resolve())
     assert (card.image_size, card.resize_size) == (64, 73) and card.training["augmentation"] == "torchvision"
     shutil.rmtree(out)
+
+
+def test_a_checkpoint_from_eight_gpus_resumes_on_one():
+    """Each rank saves its own GPU's generator state; checkpoints from before kept every GPU's (a list),
+    and resuming one of those on fewer GPUs must take the device's own entry, not fail."""
+    from training.checkpoint import own_cuda_rng_state
+
+    eight = [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]
+    assert own_cuda_rng_state({"cuda": eight}, torch.device("cuda", 0)) is eight[0]
+    assert own_cuda_rng_state({"cuda": eight}, torch.device("cuda", 3)) is eight[3]
+    assert own_cuda_rng_state({"cuda": eight[:1]}, torch.device("cuda", 5)) is eight[0]
+    assert own_cuda_rng_state({"cuda": eight[2]}, torch.device("cuda", 0)) is eight[2]
+    assert own_cuda_rng_state({"cuda": eight}, torch.device("cpu")) is None
+    assert own_cuda_rng_state({}, torch.device("cuda", 0)) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_generator_state_round_trips_on_this_gpu():
+    from training.checkpoint import rng_state, set_rng_state
+
+    device = torch.device("cuda", 0)
+    torch.randn(1, device=device)  # initialise CUDA
+    saved = rng_state(device)
+    expected = torch.randn(4, device=device)
+    set_rng_state({**saved, "cuda": [saved["cuda"]] * 8}, device)  # the old, all-GPU format
+    assert torch.equal(torch.randn(4, device=device), expected)

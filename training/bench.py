@@ -29,21 +29,30 @@ def bench_one(
     batch_size: int,
     image_size: int,
     steps: int,
+    compile: bool = False,
 ) -> dict[str, Any]:
+    """Images/s of `steps` training steps after the warm-up (which includes torch.compile's compilation
+    with `compile`); on CUDA also the peak memory allocated."""
     torch.manual_seed(0)
     model = build_model(architecture, NUM_CLASSES).to(device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, fused=True)
     images = torch.randn(batch_size, 3, image_size, image_size, device=device)
     if precision.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, NUM_CLASSES, (batch_size,), device=device)
     model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     warmup = 2 if device.type == "cpu" else 10  # cuDNN picks its algorithms in the first steps
+    warm_up_started = time.perf_counter()
     for _ in range(warmup):
         train_step(model, images, labels, optimizer, precision)
     _synchronize(device)
+    warm_up_seconds = time.perf_counter() - warm_up_started
     started = time.perf_counter()
     for _ in range(steps):
         _logits, loss = train_step(model, images, labels, optimizer, precision)
@@ -53,13 +62,17 @@ def bench_one(
     return {
         "architecture": architecture,
         "device": device.type,
-        "precision": precision.name,
+        "precision": precision.name + (" + torch.compile" if compile else ""),
         "batch_size": batch_size,
         "image_size": image_size,
         "steps": steps,
         "seconds": round(seconds, 3),
         "ms_per_step": round(1000 * seconds / steps, 1),
         "images_per_s": round(steps * batch_size / seconds, 1),
+        "warm_up_seconds": round(warm_up_seconds, 1),  # includes compilation
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        if device.type == "cuda"
+        else None,
     }
 
 

@@ -79,8 +79,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def rng_state() -> dict[str, Any]:
-    """This process's random number generator states, in a form `weights_only` loading accepts."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """This process's random number generator states, in a form `weights_only` loading accepts.
+
+    On CUDA only `device`'s state (this rank's GPU): a run resumed on fewer GPUs has no state to set for
+    the others, and each rank draws from its own device alone."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -93,18 +96,33 @@ def rng_state() -> dict[str, Any]:
         ],
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda" and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
     random.setstate(_as_tuples(state["python"]))
     kind, keys, position, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda_state = own_cuda_rng_state(state, device)
+    if cuda_state is not None:
+        torch.cuda.set_rng_state(cuda_state, device)
+
+
+def own_cuda_rng_state(state: dict[str, Any], device: torch.device | None) -> torch.Tensor | None:
+    """The CUDA generator state for `device` in a saved `state`, or None (CPU run, or none saved).
+
+    Checkpoints before this kept every visible GPU's state (a list); from those, the device's own entry
+    where there is one, else the first: resuming an 8-GPU run on one GPU must not fail."""
+    saved = state.get("cuda")
+    if saved is None or device is None or device.type != "cuda":
+        return None
+    if isinstance(saved, list | tuple):
+        index = device.index or 0
+        return saved[index] if index < len(saved) else saved[0]
+    return saved
 
 
 def _as_tuples(value: Any) -> Any:

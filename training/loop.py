@@ -359,10 +359,21 @@ class EpochResult:
     images_by_rank: list[int] = field(default_factory=list)
     seconds: float = 0.0
     skipped: int = 0  # unreadable files met, all ranks together
+    # The first step's images and time: torch.compile, cuDNN's autotuning and the loader's start-up happen
+    # there, so images/s leaves it out (where the epoch has more steps).
+    warm_up_images: int = 0
+    warm_up_seconds: float = 0.0
+
+    def timed(self) -> tuple[int, float]:
+        """(images, seconds) after the warm-up step, or of the whole epoch if it had only that step."""
+        if self.images > self.warm_up_images and self.seconds > self.warm_up_seconds:
+            return self.images - self.warm_up_images, self.seconds - self.warm_up_seconds
+        return self.images, self.seconds
 
     @property
     def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds else 0.0
+        images, seconds = self.timed()
+        return images / seconds if seconds else 0.0
 
 
 def train_one_epoch(
@@ -384,6 +395,7 @@ def train_one_epoch(
     loss_sum = torch.tensor(so_far.loss_sum, dtype=torch.float64, device=runtime.device)
     images_seen, skipped = so_far.images, so_far.skipped
     step = first_step
+    warm_up_images, warm_up_seconds = 0, 0.0
     started = time.perf_counter()
     for images, labels, batch_skipped in loader:
         lr = schedule.lr_at(epoch * schedule.steps_per_epoch + step)
@@ -395,6 +407,9 @@ def train_one_epoch(
         images_seen += labels.shape[0]
         skipped += batch_skipped
         step += 1
+        if step == first_step + 1:
+            _synchronize(runtime.device)
+            warm_up_images, warm_up_seconds = labels.shape[0], time.perf_counter() - started
         if progress is not None:
             progress.update(1)
             if step % 5 == 0:
@@ -405,19 +420,27 @@ def train_one_epoch(
         if check and distributed.any_rank(stop.requested, runtime):
             seconds = so_far.seconds + time.perf_counter() - started
             raise Interrupted(epoch, step, EpochTally(loss_sum.item(), images_seen, skipped, seconds))
-    if runtime.device.type == "cuda":
-        torch.cuda.synchronize(runtime.device)
+    _synchronize(runtime.device)
     seconds = so_far.seconds + time.perf_counter() - started
-    total_loss, total_images, total_skipped = distributed.all_reduce_sum(
-        [loss_sum.item(), images_seen, skipped], runtime
+    total_loss, total_images, total_skipped, total_seconds, total_warm_up_images, total_warm_up_seconds = (
+        distributed.all_reduce_sum(
+            [loss_sum.item(), images_seen, skipped, seconds, warm_up_images, warm_up_seconds], runtime
+        )
     )
     return EpochResult(
         loss=total_loss / max(1, total_images),
         images=int(total_images),
         images_by_rank=[int(n) for n in distributed.all_gather(images_seen, runtime)],
-        seconds=distributed.all_reduce_sum([seconds], runtime)[0] / runtime.world_size,
+        seconds=total_seconds / runtime.world_size,
         skipped=int(total_skipped),
+        warm_up_images=int(total_warm_up_images),
+        warm_up_seconds=total_warm_up_seconds / runtime.world_size,
     )
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.inference_mode()
@@ -478,8 +501,8 @@ class RunState:
     best_epoch: int = 0
     best_metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # training and evaluation time so far, over all sessions of this run
-    train_seconds: float = 0.0  # of which training steps
-    train_images: int = 0  # images trained on, all ranks together
+    train_seconds: float = 0.0  # of which training steps, each epoch's warm-up step left out
+    train_images: int = 0  # images those steps trained on, all ranks together (for images/s)
     initialisation: str = ""  # how the weights started
 
 
@@ -569,6 +592,8 @@ def prepare(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | 
         pin_memory=runtime.device.type == "cuda",
     )
     precision = Precision.choose(runtime.device, amp=config.amp, channels_last=config.channels_last)
+    if runtime.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed image size: cuDNN times its algorithms once per shape
     model = build_model(config.arch, len(source.labels))
     state = RunState(initialisation=initialise(model, config) if checkpoint is None else "")
     memory_format = torch.channels_last if precision.channels_last else torch.preserve_format
@@ -683,8 +708,9 @@ def _one_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
     run.schedule.end_of_epoch(metrics["top1"])
     state.epoch, state.step_in_epoch, state.epoch_so_far = epoch + 1, 0, []
     state.seconds += result.seconds + time.perf_counter() - eval_started
-    state.train_seconds += result.seconds
-    state.train_images += result.images
+    timed_images, timed_seconds = result.timed()
+    state.train_seconds += timed_seconds
+    state.train_images += timed_images
     if metrics["top1"] > state.best_top1:
         state.best_top1, state.best_epoch = metrics["top1"], epoch + 1
         state.best_metrics = {"top1": metrics["top1"], "top5": metrics["top5"], "epoch": epoch + 1}
@@ -708,6 +734,7 @@ def _one_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
         "train_images_by_rank": result.images_by_rank,
         "train_skipped": result.skipped,
         "seconds": round(result.seconds, 2),
+        "warm_up_seconds": round(result.warm_up_seconds, 3),  # the first step's, left out of images_per_s
     }
     if run.runtime.is_main:
         with open(config.out_dir / METRICS_FILE, "a") as f:
@@ -771,7 +798,7 @@ def _open_outputs(run: Run):
 
 def _save_checkpoint(run: Run, *, epoch: int, step_in_epoch: int) -> None:
     """The full resumable state, written atomically by rank 0 (with every rank's RNG states)."""
-    rng = distributed.all_gather(rng_state(), run.runtime)
+    rng = distributed.all_gather(rng_state(run.runtime.device), run.runtime)
     if not run.runtime.is_main:
         return
     state = {
@@ -852,7 +879,7 @@ def _restore(checkpoint, model, optimizer, schedule, precision, runtime: Runtime
         precision.scaler.load_state_dict(checkpoint["scaler"])
     rng = checkpoint["rng"]
     # Each rank continues its own random streams when the world size is unchanged.
-    set_rng_state(rng[runtime.rank] if len(rng) == runtime.world_size else rng[0])
+    set_rng_state(rng[runtime.rank] if len(rng) == runtime.world_size else rng[0], runtime.device)
     state = RunState(**checkpoint["run"])
     state.epoch, state.step_in_epoch = checkpoint["epoch"], checkpoint["step_in_epoch"]
     return state

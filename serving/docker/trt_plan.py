@@ -365,7 +365,8 @@ def trtexec_command(trtexec: str, model: OnnxModel, plan: Path, fp16: bool) -> l
         f"--maxShapes={shape(model.max_batch_size)}",
         "--skipInference",  # build and save only; Triton warms the model up when it loads it
     ]
-    return [*command, "--fp16"] if fp16 else command
+    # FP32 means FP32: trtexec, like TensorRT's builder, would otherwise allow TF32 (a 10-bit mantissa).
+    return [*command, "--fp16" if fp16 else "--noTF32"]
 
 
 def trtexec_builder(trtexec: str) -> Builder:
@@ -398,6 +399,8 @@ def python_builder(model: OnnxModel, plan: Path, fp16: bool) -> None:
     config = builder.create_builder_config()
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
+    elif hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     full = model.shape(model.max_batch_size)
     profile.set_shape(model.input_name, model.shape(1), full, full)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from onnx_session import create_session
+from onnx_session import open_session
 
 SETTINGS_FILE = "substitute.json"
+PROVIDER_FILE = "execution_provider.json"  # what the session runs on, read back; the server announces it
 
 
 class TritonPythonModel:
@@ -35,7 +36,7 @@ class TritonPythonModel:
         self.item_shape = tuple(int(dim) for dim in input_config["dims"])
 
         gpu = settings["device"] == "gpu"
-        self.session = create_session(
+        self.session, providers = open_session(
             version_dir / settings["onnx_file"],
             device="gpu" if gpu else "cpu",
             device_id=int(args.get("model_instance_device_id") or 0) if gpu else 0,
@@ -55,10 +56,15 @@ class TritonPythonModel:
         else:
             warm_up = f"warmed up in {self._warm_up():.2f}s"
         pb_utils.Logger.log_info(
-            f"{self.model_name}: ONNX Runtime {self.session.get_providers()[0]} on {settings['onnx_file']}, "
+            f"{self.model_name}: ONNX Runtime {providers.running} on {settings['onnx_file']}, "
             f"{settings['intra_op_threads']} intra-op thread(s), {warm_up} "
             f"(local substitute for the {settings['source_backend']} backend)"
         )
+        if not providers.as_asked:
+            pb_utils.Logger.log_warn(providers.line(self.model_name))
+        instance = args.get("model_instance_name") or self.model_name
+        record = version_dir / f"{instance}.{PROVIDER_FILE}"
+        record.write_text(json.dumps({"asked": providers.asked, "running": providers.running}))
 
     def _warm_up(self) -> float:
         """Run batch 1 and the largest batch once so the first requests pay no allocation or tuning cost."""
