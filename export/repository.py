@@ -92,7 +92,10 @@ def card_parameters(card: ModelCard) -> dict[str, str]:
 
 def _pixels_input(card: ModelCard) -> mc.ModelInput:
     size = card.image_size
-    return mc.ModelInput(name=INPUT_NAME, data_type=mc.TYPE_UINT8, dims=[size, size, 3])
+    # The declared layout is what generic Triton image clients read to know whether to send NHWC or NCHW.
+    return mc.ModelInput(
+        name=INPUT_NAME, data_type=mc.TYPE_UINT8, format=mc.ModelInput.FORMAT_NHWC, dims=[size, size, 3]
+    )
 
 
 def _probabilities_output(card: ModelCard) -> mc.ModelOutput:

@@ -29,8 +29,11 @@ def surest_validation_digit(client) -> tuple[Path, str]:
     """
     files = digit_example_files()
     answers = client.classify_files(files, top_k=1)
-    right = [(top[0].score, path) for path, top in zip(files, answers, strict=True)
-             if top[0].label == true_digit(path)]
+    right = [
+        (top[0].score, path)
+        for path, top in zip(files, answers, strict=True)
+        if top[0].label == true_digit(path)
+    ]
     assert len(right) >= 7, f"the session's digits model gets only {len(right)} of 10 validation digits right"
     path = max(right)[1]
     return path, true_digit(path)
@@ -59,8 +62,9 @@ def test_clicking_an_example_classifies_it(digits_demo, browser_page):
     expect(page.locator(TOP_LABEL)).to_have_text(digit)
 
 
-def test_a_file_that_is_not_an_image_gets_a_readable_message(digits_demo, browser_page, tmp_path,
-                                                             artifacts_dir):
+def test_a_file_that_is_not_an_image_gets_a_readable_message(
+    digits_demo, browser_page, tmp_path, artifacts_dir
+):
     fake = tmp_path / "notes.png"
     fake.write_text("these are my notes, not a picture")
     page = browser_page
@@ -109,14 +113,14 @@ def test_a_drawing_is_classified_and_shown_as_the_model_sees_it(digits_demo, bro
 
 def test_with_triton_stopped_the_page_says_so(digits_repository, browser_page, artifacts_dir):
     from demo.app import build_demo, launch_demo
-    from serving.client import TritonClassifier
+    from serving.client import NO_RETRY, TritonClassifier
     from serving.server import TritonServer, free_port
 
     server = TritonServer(
         digits_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
     )
     with server:
-        client = TritonClassifier(server.grpc_url)
+        client = TritonClassifier(server.grpc_url, retry=NO_RETRY)  # the default retries for 30 s first
         demo = build_demo(client)
     # the server is stopped now; the page was built while it ran, as when Triton dies under a running demo
     url = launch_demo(demo, port=free_port(), quiet=True)
