@@ -51,11 +51,13 @@ def serve(
 
     Models whose backend this local server lacks (onnxruntime, tensorrt_plan) run their ONNX file with
     ONNX Runtime in Triton's Python backend, with the exported config otherwise unchanged. Ready only
-    once every model is loaded and warmed up; Ctrl-C or SIGTERM shut it down cleanly.
+    once every model is loaded and warmed up; Ctrl-C or SIGTERM shut it down cleanly. A worker process
+    that dies, or a model that stops answering, restarts the server (logged with how long it took).
 
     Example: alexnet serve --repository model_repository --http-port 8000 --grpc-port 8001
     """
     from serving.server import TritonServer
+    from serving.supervisor import Supervisor
 
     server = TritonServer(
         repository,
@@ -82,8 +84,7 @@ def serve(
             "Ctrl-C stops it.",
             err=True,
         )
-        status = server.wait()
-        raise ServingError(f"tritonserver stopped by itself with status {status}: see its log above")
+        Supervisor(server, log=lambda line: typer.echo(line, err=True), ready_timeout=ready_timeout).run()
     except (KeyboardInterrupt, Terminated):
         typer.echo("stopping Triton…", err=True)
     finally:

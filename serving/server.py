@@ -295,6 +295,47 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited while we looked
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":  # a killed child stays a zombie until reaped
+            children.append(int(stat.parent.name))
+    return sorted(children)
+
+
+def _stub_instance(pid: int) -> str:
+    """The model instance a Python-backend stub serves (`alexnet_0_0`), from its command line."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return f"process {pid}"
+    # triton_python_backend_stub REPO/<model>/<version>/model.py <shm region> ... <model>_<group>_<n> ...
+    model = Path(arguments[1]).parent.parent.name if len(arguments) > 1 else ""
+    instance = next((arg for arg in arguments[2:] if model and arg.startswith(f"{model}_")), "")
+    return instance or f"{Path(arguments[0]).name} (pid {pid})"
+
+
+def _shared_memory_files(pid: int) -> list[Path]:
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return []
+    return sorted({Path(line.split(None, 5)[5]) for line in maps.splitlines() if " /dev/shm/" in line})
+
+
+def _kill_stub(pid: int) -> None:
+    """SIGKILL a Python-backend stub, unless the pid is gone or now belongs to another program."""
+    try:
+        if b"triton_python_backend_stub" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ProcessLookupError):
+        pass
+
+
 class TritonServer:
     """A real tritonserver process on `repository`: a context manager, or start/wait_until_ready/stop."""
 
@@ -322,6 +363,9 @@ class TritonServer:
         self.notes: list[str] = []  # what start-up changed in the scratch copy, one line per model
         self.models: list[str] = []  # the models this server loads
         self._process: subprocess.Popen | None = None
+        self._command: list[str] = []
+        self._ready_workers: dict[int, str] = {}
+        self._ready_shared_memory: list[Path] = []
         self._scratch: Path | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self._log_thread: threading.Thread | None = None
@@ -371,24 +415,52 @@ class TritonServer:
             )
             self.models = sorted(path.name for path in (self._scratch / "models").iterdir())
             backends = _prepare_backends(self._scratch / "backends")
-            command = self.command(self._scratch / "models", backends)
+            self._command = self.command(self._scratch / "models", backends)
             self._log_tail.clear()
             for note in self.notes:
                 self._record(f"alexnet serve: {note}\n")
-            self._process = subprocess.Popen(
-                command,
-                env=server_environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                # PR_SET_PDEATHSIG follows the starting thread: only tie the server to a main thread.
-                preexec_fn=_die_with_parent if _on_main_thread() else None,
-            )
+            self._launch()
         except BaseException:
             self._remove_scratch()
             raise
+
+    def _launch(self) -> None:
+        self._process = subprocess.Popen(
+            self._command,
+            env=server_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # PR_SET_PDEATHSIG follows the starting thread: only tie the server to a main thread.
+            preexec_fn=_die_with_parent if _on_main_thread() else None,
+        )
         self._log_thread = threading.Thread(target=self._pump_log, args=(self._process.stdout,), daemon=True)
         self._log_thread.start()
+
+    def restart(self) -> None:
+        """Kill the process and its workers at once (a broken server may never finish a graceful stop) and
+        start it again on the same prepared repository and ports; returns before the models are loaded."""
+        if self._scratch is None:
+            raise ServingError("the server was not started: call start() first")
+        process, self._process = self._process, None
+        if process is not None:
+            # What it ran when it was last ready too: a crashed server's orphaned stubs are no longer its
+            # children, and its memory map is gone.
+            workers = set(self.workers(process.pid)) | set(self._ready_workers)
+            shared_memory = set(_shared_memory_files(process.pid)) | set(self._ready_shared_memory)
+            process.kill()
+            process.wait()
+            for pid in workers:
+                _kill_stub(pid)
+            self._finish_log()
+            for path in shared_memory:  # the Python backend's regions; a killed server leaves them behind
+                path.unlink(missing_ok=True)
+        self._launch()
+
+    def workers(self, pid: int | None = None) -> dict[int, str]:
+        """The server's child processes (a Python-backend stub per model instance): pid -> instance name."""
+        pid = pid or self.pid
+        return {child: _stub_instance(child) for child in _children(pid)} if pid else {}
 
     def _record(self, line: str) -> None:
         self._log_tail.append(line)
@@ -413,6 +485,10 @@ class TritonServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def returncode(self) -> int | None:
+        return self._process.poll() if self._process else None
+
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -435,6 +511,8 @@ class TritonServer:
                 self.stop()
                 raise ServingError(self._failure(f"tritonserver exited with status {code} while starting"))
             if self.is_ready():
+                self._ready_workers = self.workers()
+                self._ready_shared_memory = _shared_memory_files(self._process.pid)
                 return
             time.sleep(0.2)
         self.stop()

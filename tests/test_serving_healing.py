@@ -7,8 +7,14 @@ whole). Workers are killed with SIGKILL, as the kernel's OOM killer does.
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +22,9 @@ import pytest
 from PIL import Image
 
 from serving.client import NO_RETRY, InferenceRejected, RetryPolicy, ServerUnreachable, TritonClassifier
+from serving.image_preprocessing import prepare_image
 from serving.server import TritonServer, free_port
+from serving.supervisor import Supervisor
 
 pytestmark = pytest.mark.slow
 
@@ -144,4 +152,207 @@ def test_a_server_that_never_answers_times_out_instead_of_hanging():
             with pytest.raises((InferenceRejected, ServerUnreachable)) as failed:
                 classifier.classify_pixels(np.zeros((1, 8, 8, 3), np.uint8))
     assert getattr(failed.value, "status", "UNAVAILABLE") in ("TIMEOUT", "UNAVAILABLE")
+
+
+# ---- a dead worker is noticed and healed ----
+
+
+@dataclass(frozen=True)
+class Outcome:
+    started: float
+    seconds: float
+    status: str | None  # None: answered correctly
+
+
+class Load:
+    """Client threads sending real digits (pixels and encoded bytes in turn), each request with the
+    client's timeout and `retry` policy; NO_RETRY counts every failure the server causes."""
+
+    def __init__(
+        self, url: str, pixels: np.ndarray, image: bytes, expected: int, retry: RetryPolicy, threads: int
+    ) -> None:
+        self.url, self.pixels, self.image, self.expected = url, pixels, image, expected
+        self.retry = retry
+        self.outcomes: list[Outcome] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._send, daemon=True) for _ in range(threads)]
+
+    def _send(self) -> None:
+        with TritonClassifier(self.url, timeout=CALL_TIMEOUT, retry=self.retry) as classifier:
+            turn = 0
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    if turn % 2:
+                        (ranked,) = classifier.classify_bytes([self.image], top_k=1)
+                    else:
+                        (ranked,) = classifier.classify_pixels(self.pixels, top_k=1)
+                    status = None if ranked[0].index == self.expected else "WRONG ANSWER"
+                except InferenceRejected as error:
+                    status = error.status
+                except ServerUnreachable:
+                    status = "UNAVAILABLE"  # gRPC's code for a refused connection
+                self.outcomes.append(Outcome(started, time.monotonic() - started, status))
+                turn += 1
+                if status:
+                    time.sleep(0.05)  # a failed caller does not spin
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=CALL_TIMEOUT * 2)
+
+    def answered(self) -> int:
+        return sum(outcome.status is None for outcome in list(self.outcomes))
+
+
+class ReadinessLog:
+    """Triton's /v2/health/ready, asked every 0.1 s: (time, ready) pairs."""
+
+    def __init__(self, server: TritonServer) -> None:
+        self.server = server
+        self.samples: list[tuple[float, bool]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), self.server.is_ready()))
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> ReadinessLog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def victims(server: TritonServer, kind: str) -> dict[int, str]:
+    if kind == "tritonserver":
+        return {server.pid: "tritonserver"}
+    workers = server.workers()
+    if kind == "every stub":
+        return workers
+    return {pid: name for pid, name in workers.items() if re.fullmatch(rf"{kind}_\d+_\d+", name)}
+
+
+@pytest.mark.parametrize("kind", ["alexnet", "alexnet_preprocess", "every stub", "tritonserver"])
+def test_a_killed_worker_is_noticed_and_healed_under_load(
+    digits_repository, digit_files, served_onnx_session, tmp_path, kind
+):
+    """SIGKILL under load: readiness turns false, the server is restarted, correct answers return within
+    30 s, no request outlives its timeout, and the failed requests are counted (printed)."""
+    image = digit_files.contents[0]
+    pixels = prepare_image(image, resize_size=64, image_size=64)[np.newaxis]
+    expected = reference_top1(served_onnx_session, pixels)[0]
+    lines: list[str] = []
+    with new_server(digits_repository, tmp_path / "triton.log") as server:
+        supervisor = Supervisor(server, log=lines.append)
+        stop = threading.Event()
+        watcher = threading.Thread(target=supervisor.run, kwargs={"stop": stop}, daemon=True)
+        watcher.start()
+        try:
+            raw = Load(server.grpc_url, pixels, image, expected, NO_RETRY, threads=3)
+            retrying = Load(server.grpc_url, pixels, image, expected, RetryPolicy(), threads=1)
+            with raw as load, retrying, ReadinessLog(server) as readiness:
+                while load.answered() < 20 or retrying.answered() < 5:
+                    time.sleep(0.1)
+                killed = victims(server, kind)
+                assert killed, f"no {kind} process among {server.workers()}"
+                killed_at = time.monotonic()
+                for pid in killed:
+                    os.kill(pid, signal.SIGKILL)
+                checker = TritonClassifier(server.grpc_url, timeout=CALL_TIMEOUT, retry=NO_RETRY)
+                recovered_at = None
+                while time.monotonic() - killed_at < RECOVERY_LIMIT_SECONDS + 5:
+                    try:
+                        if (
+                            supervisor.recoveries
+                            and checker.classify_pixels(pixels, top_k=1)[0][0].index == expected
+                        ):
+                            recovered_at = time.monotonic()
+                            break
+                    except (InferenceRejected, ServerUnreachable):
+                        pass
+                    time.sleep(0.1)
+                checker.close()
+                answered_before = load.answered()
+                while load.answered() < answered_before + 20:  # the load itself gets answers again
+                    time.sleep(0.1)
+        finally:
+            stop.set()
+            watcher.join(timeout=60)
+        log = "\n".join(lines) + "\n" + server.log_tail()
+    assert recovered_at is not None, f"no correct answers {RECOVERY_LIMIT_SECONDS}s after the kill:\n{log}"
+    seconds = recovered_at - killed_at
+    assert seconds <= RECOVERY_LIMIT_SECONDS, log
+    (recovery,) = supervisor.recoveries
+    assert any(name in recovery.failure for name in killed.values()), recovery.failure
+    assert any(f"recovered in {recovery.seconds:.1f} s" in line for line in lines), lines
+
+    while_broken = [ready for at, ready in readiness.samples if killed_at < at < recovered_at]
+    assert False in while_broken, "readiness must turn false while the server is broken"
+    assert readiness.samples[-1][1], "and true again after"
+
+    failed = [outcome for outcome in load.outcomes if outcome.status]
+    assert all(outcome.seconds < CALL_TIMEOUT for outcome in load.outcomes), "a request outlived its timeout"
+    assert {outcome.status for outcome in failed} <= {"UNAVAILABLE", "INTERNAL"}, failed
+    assert all(outcome.started < recovered_at for outcome in failed), "failures after the recovery"
+    retried_failures = [outcome for outcome in retrying.outcomes if outcome.status]
+    assert not retried_failures, "TritonClassifier's retries must carry its callers through the restart"
+    unavailable = sum(outcome.status == "UNAVAILABLE" for outcome in failed)
+    print(
+        f"\n{kind}: killed {sorted(killed.values())}; correct answers again after {seconds:.1f} s "
+        f"(restart {recovery.seconds:.1f} s); without retries {len(failed)} of {len(load.outcomes)} requests "
+        f"failed ({unavailable} UNAVAILABLE, {len(failed) - unavailable} INTERNAL), slowest "
+        f"{max(outcome.seconds for outcome in load.outcomes):.2f} s; with retries 0 of "
+        f"{len(retrying.outcomes)} failed, slowest {max(o.seconds for o in retrying.outcomes):.2f} s"
+    )
+
+
+# ---- the health script the container and Kubernetes run ----
+
+
+def run_health(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(HEALTH_SCRIPT), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_container_health_script_finds_a_dead_stub_that_triton_calls_ready(own_server):
+    """serving/health.py, as the image's entry point and the Kubernetes probes run it, on the local server:
+    a dead stub fails the check although Triton's readiness still says 200; `watch` then stops the server,
+    and the restart its supervisor does serves again."""
+    url = own_server.http_url
+    healthy = run_health("check", "--url", url)
+    assert healthy.returncode == 0, healthy.stderr
+    watch = subprocess.Popen(
+        [sys.executable, str(HEALTH_SCRIPT), "watch", "--url", url, "--pid", str(own_server.pid)]
+        + ["--interval", "0.5", "--failures", "2", "--grace", "5"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        (stub,) = [pid for pid, name in own_server.workers().items() if name == "alexnet_0_0"]
+        os.kill(stub, signal.SIGKILL)
+        broken = run_health("check", "--url", url)
+        assert broken.returncode == 1
+        assert "alexnet_0_0" in broken.stderr and "not healthy" in broken.stderr, broken.stderr
+        _, watch_log = watch.communicate(timeout=120)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 1 and f"stopping the server (pid {own_server.pid})" in watch_log, watch_log
+    assert not own_server.is_running(), "watch must stop the broken server"
+
+    own_server.restart()  # what Docker's restart policy or Kubernetes does next
+    own_server.wait_until_ready()
+    assert run_health("check", "--url", url).returncode == 0
 
