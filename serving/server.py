@@ -48,6 +48,7 @@ ADMIN_HEADER = "alexnet-admin-key"
 # log settings. They answer only with the admin header, whose value is a random secret per start.
 RESTRICTED_ENDPOINTS = ("model-repository", "shared-memory", "trace", "logging")
 STOP_GRACE_SECONDS = 15.0
+LOAD_TIMEOUT_SECONDS = 300.0  # loading a model warms it up (and on a GPU may build TensorRT engines)
 LOG_TAIL_LINES = 200
 
 
@@ -221,33 +222,41 @@ def prepare_repository(
             f"`alexnet export onnx --model DIR --repository {repository}`"
         )
     settings = settings or SubstituteSettings.for_this_machine()
-    configs = {path.name: read_config(path) for path in model_dirs}
+    for path in model_dirs:
+        read_config(path)  # every config must parse before anything is written
     destination.mkdir(parents=True)
-    notes = []
-    for source_dir in model_dirs:
-        name, config = source_dir.name, configs[source_dir.name]
-        backend = engine_backend(config)
-        if name.endswith("_int8") and not serve_int8:
-            notes.append(f"{name}: not loaded (start with --int8 to serve the INT8 model under this name)")
-            continue
-        onnx_source = None
-        if backend == "tensorrt":
-            fp32_name = name.removesuffix("_trt")
-            if not (settings.gpu and settings.tensorrt):
-                notes.append(
-                    f"{name}: TensorRT plan not served locally (needs a GPU and TensorRT; this machine "
-                    f"has {'no GPU' if not settings.gpu else 'no TensorRT'}); use {fp32_name}"
-                )
-                continue
-            onnx_source = _sibling_onnx(repository, fp32_name, name)
-        target = destination / name
-        _link_tree(source_dir, target)
-        (target / CONFIG_FILE).unlink()
-        if backend in SUBSTITUTED_BACKENDS:
-            notes.append(_substitute(target, config, settings, onnx_source))
-        else:
-            write_config(target, config)
-    return notes
+    notes = [
+        prepare_model(repository, source_dir, destination, serve_int8=serve_int8, settings=settings)
+        for source_dir in model_dirs
+    ]
+    return [note for note in notes if note]
+
+
+def prepare_model(
+    repository: Path, source_dir: Path, destination: Path, *, serve_int8: bool, settings: SubstituteSettings
+) -> str | None:
+    """Write one model folder of `repository` into `destination` in the form this server can run (or skip
+    it); a note when something changed."""
+    name, config = source_dir.name, read_config(source_dir)
+    backend = engine_backend(config)
+    if name.endswith("_int8") and not serve_int8:
+        return f"{name}: not loaded (start with --int8 to serve the INT8 model under this name)"
+    onnx_source = None
+    if backend == "tensorrt":
+        fp32_name = name.removesuffix("_trt")
+        if not (settings.gpu and settings.tensorrt):
+            return (
+                f"{name}: TensorRT plan not served locally (needs a GPU and TensorRT; this machine "
+                f"has {'no GPU' if not settings.gpu else 'no TensorRT'}); use {fp32_name}"
+            )
+        onnx_source = _sibling_onnx(repository, fp32_name, name)
+    target = destination / name
+    _link_tree(source_dir, target)
+    (target / CONFIG_FILE).unlink()
+    if backend in SUBSTITUTED_BACKENDS:
+        return _substitute(target, config, settings, onnx_source)
+    write_config(target, config)
+    return None
 
 
 def _sibling_onnx(repository: Path, fp32_name: str, plan_name: str) -> Path:
@@ -365,6 +374,7 @@ class TritonServer:
         self._process: subprocess.Popen | None = None
         self._command: list[str] = []
         self._ready_workers: dict[int, str] = {}
+        self._settings: SubstituteSettings | None = None
         self._ready_shared_memory: list[Path] = []
         self._scratch: Path | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
@@ -380,8 +390,14 @@ class TritonServer:
             str(Distribution.find().binary),
             f"--model-repository={model_repository}",
             f"--backend-directory={backend_directory}",
-            "--model-control-mode=none",
-            "--strict-readiness=true",
+            # Explicit control, every model loaded at start: serving/supervisor.py loads new versions
+            # through the (admin-key) repository API when `alexnet export onnx` adds them.
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            # Triton 2.51's strict readiness stays false once any version was unloaded (measured:
+            # after a rollout from version 1 to 2); models' own readiness and serving/health.py's
+            # check tell the truth instead. Endpoints still open only once every model is loaded.
+            "--strict-readiness=false",
             "--exit-on-error=true",
             "--disable-auto-complete-config",
             f"--http-address={self.host}",
@@ -410,8 +426,9 @@ class TritonServer:
             raise ServingError("this server is already running: stop() it first")
         self._scratch = Path(tempfile.mkdtemp(prefix="alexnet-triton-"))
         try:
+            self._settings = SubstituteSettings.for_this_machine()
             self.notes = prepare_repository(
-                self.repository, self._scratch / "models", serve_int8=self.serve_int8
+                self.repository, self._scratch / "models", serve_int8=self.serve_int8, settings=self._settings
             )
             self.models = sorted(path.name for path in (self._scratch / "models").iterdir())
             backends = _prepare_backends(self._scratch / "backends")
@@ -456,6 +473,50 @@ class TritonServer:
             for path in shared_memory:  # the Python backend's regions; a killed server leaves them behind
                 path.unlink(missing_ok=True)
         self._launch()
+
+    def load_model(self, name: str, timeout: float = LOAD_TIMEOUT_SECONDS) -> None:
+        """(Re)load `name` from the prepared repository through Triton's model-control API; Triton keeps
+        serving what it had until the new version is ready, and keeps it if that version fails."""
+        request = urllib.request.Request(
+            f"http://{self.http_url}/v2/repository/models/{name}/load",
+            data=b"{}",
+            headers={ADMIN_HEADER: self.admin_key, "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                response.read()
+        except urllib.error.HTTPError as error:
+            body = error.read().decode("utf-8", errors="replace")
+            try:
+                body = json.loads(body).get("error", body)
+            except ValueError:
+                pass
+            body = body.split("\n\nAt:")[0].strip()  # the Python backend appends the stub's traceback
+            raise ServingError(f"Triton could not load {name}: {body}") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise ServingError(f"Triton did not answer the load of {name}: {error}") from None
+
+    def reload_from_source(self, name: str) -> None:
+        """Prepare model `name` again from the source repository (new versions, new files) and load it.
+        If Triton refuses it, the prepared folder of what still serves is put back, so that a restart
+        serves that too; ServingError says why."""
+        if self._scratch is None or self._settings is None:
+            raise ServingError("the server was not started: call start() first")
+        source = self.repository.resolve()
+        served, staged, previous = (self._scratch / folder for folder in ("models", "staged", "previous"))
+        for folder in (staged, previous):
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+        prepare_model(source, source / name, staged, serve_int8=self.serve_int8, settings=self._settings)
+        os.rename(served / name, previous / name)
+        os.rename(staged / name, served / name)
+        try:
+            self.load_model(name)
+        except ServingError:
+            shutil.rmtree(served / name)
+            os.rename(previous / name, served / name)
+            raise
 
     def workers(self, pid: int | None = None) -> dict[int, str]:
         """The server's child processes (a Python-backend stub per model instance): pid -> instance name."""

@@ -6,13 +6,16 @@ whole). Workers are killed with SIGKILL, as the kernel's OOM killer does.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +165,7 @@ class Outcome:
     started: float
     seconds: float
     status: str | None  # None: answered correctly
+    detail: str = ""
 
 
 class Load:
@@ -188,11 +192,12 @@ class Load:
                     else:
                         (ranked,) = classifier.classify_pixels(self.pixels, top_k=1)
                     status = None if ranked[0].index == self.expected else "WRONG ANSWER"
+                    detail = ""
                 except InferenceRejected as error:
-                    status = error.status
-                except ServerUnreachable:
-                    status = "UNAVAILABLE"  # gRPC's code for a refused connection
-                self.outcomes.append(Outcome(started, time.monotonic() - started, status))
+                    status, detail = error.status, str(error)
+                except ServerUnreachable as error:
+                    status, detail = "UNAVAILABLE", str(error)  # gRPC's code for a refused connection
+                self.outcomes.append(Outcome(started, time.monotonic() - started, status, detail))
                 turn += 1
                 if status:
                     time.sleep(0.05)  # a failed caller does not spin
@@ -355,4 +360,93 @@ def test_the_container_health_script_finds_a_dead_stub_that_triton_calls_ready(o
     own_server.restart()  # what Docker's restart policy or Kubernetes does next
     own_server.wait_until_ready()
     assert run_health("check", "--url", url).returncode == 0
+
+
+# ---- new versions roll out under load ----
+
+
+def served_versions(server: TritonServer, model: str) -> list[str]:
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{model}", timeout=10) as response:
+        return json.loads(response.read())["versions"]
+
+
+def successes(server: TritonServer, model: str, version: str) -> int:
+    url = f"http://{server.http_url}/v2/models/{model}/versions/{version}/stats"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        (stats,) = json.loads(response.read())["model_stats"]
+    return int(stats["inference_stats"]["success"]["count"])
+
+
+def answered_by(server: TritonServer, load: Load, versions: list[str], more: int = 50) -> list[str]:
+    """The versions of `alexnet` that answered the next `more` requests of the load."""
+    before = {version: successes(server, "alexnet", version) for version in versions}
+    answered = load.answered()
+    while load.answered() < answered + more:
+        time.sleep(0.1)
+    return [version for version in versions if successes(server, "alexnet", version) > before[version]]
+
+
+def wait_for_log(lines: list[str], text: str, seconds: float = 300) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = [line for line in list(lines) if text in line]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    pytest.fail(f"no log line with {text!r} in {seconds:.0f} s:\n" + "\n".join(lines))
+
+
+def test_a_new_version_rolls_out_under_load_and_a_broken_one_leaves_the_old_serving(
+    digits_repository, digits_model_dir, digit_files, served_onnx_session, tmp_path
+):
+    """`alexnet export onnx` into the repository a running `alexnet serve` serves: version 2 is picked up
+    without a restart while 16 clients without retries keep getting correct answers (0 failures); then a
+    version 3 whose file is broken fails to load, says why, and version 2 keeps serving."""
+    repository = tmp_path / "model_repository"
+    shutil.copytree(digits_repository, repository, copy_function=os.symlink)  # the files are large
+    image = digit_files.contents[0]
+    pixels = prepare_image(image, resize_size=64, image_size=64)[np.newaxis]
+    expected = reference_top1(served_onnx_session, pixels)[0]
+    lines: list[str] = []
+    with new_server(repository, tmp_path / "triton.log") as server:
+        supervisor = Supervisor(server, log=lines.append, rollout_every=0.5)
+        stop = threading.Event()
+        watcher = threading.Thread(target=supervisor.run, kwargs={"stop": stop}, daemon=True)
+        watcher.start()
+        try:
+            with Load(server.grpc_url, pixels, image, expected, NO_RETRY, threads=16) as load:
+                while load.answered() < 50:
+                    time.sleep(0.1)
+                export = subprocess.run(
+                    [sys.executable, "-m", "alexnet_cli", "export", "onnx", "--model", str(digits_model_dir)]
+                    + ["--repository", str(repository), "--device", "cpu"],
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                )
+                assert export.returncode == 0, export.stderr
+                assert "version 2" in export.stdout + export.stderr
+                wait_for_log(lines, "alexnet_image: now serving version 2")
+                assert served_versions(server, "alexnet") == ["1", "2"]  # the previous stays, for rollbacks
+                assert answered_by(server, load, ["1", "2"]) == ["2"]
+
+                broken = tmp_path / "broken"
+                shutil.copytree(repository / "alexnet" / "2", broken / "3", copy_function=os.symlink)
+                (broken / "3" / "model.onnx").unlink()
+                (broken / "3" / "model.onnx").write_bytes(b"not an ONNX file")
+                os.rename(broken / "3", repository / "alexnet" / "3")  # as the export adds a version
+                refused = wait_for_log(lines, "alexnet version 3 not served")
+                assert "3" not in served_versions(server, "alexnet")
+                assert answered_by(server, load, ["2"]) == ["2"]
+        finally:
+            stop.set()
+            watcher.join(timeout=60)
+    assert "version 2 keeps serving" in refused and "model.onnx" in refused, refused
+    assert not supervisor.recoveries, f"a rollout must not restart the server: {lines}"
+    failed = [outcome for outcome in load.outcomes if outcome.status]
+    print(
+        f"\nrollout: {len(failed)} of {len(load.outcomes)} requests at concurrency 16 failed; "
+        + "; ".join(lines)
+    )
+    assert not failed, f"{len(failed)} of {len(load.outcomes)} requests failed: {failed[:5]}"
 
