@@ -29,11 +29,8 @@ def surest_validation_digit(client) -> tuple[Path, str]:
     """
     files = digit_example_files()
     answers = client.classify_files(files, top_k=1)
-    right = [
-        (top[0].score, path)
-        for path, top in zip(files, answers, strict=True)
-        if top[0].label == true_digit(path)
-    ]
+    right = [(top[0].score, path) for path, top in zip(files, answers, strict=True)
+             if top[0].label == true_digit(path)]
     assert len(right) >= 7, f"the session's digits model gets only {len(right)} of 10 validation digits right"
     path = max(right)[1]
     return path, true_digit(path)
@@ -62,9 +59,8 @@ def test_clicking_an_example_classifies_it(digits_demo, browser_page):
     expect(page.locator(TOP_LABEL)).to_have_text(digit)
 
 
-def test_a_file_that_is_not_an_image_gets_a_readable_message(
-    digits_demo, browser_page, tmp_path, artifacts_dir
-):
+def test_a_file_that_is_not_an_image_gets_a_readable_message(digits_demo, browser_page, tmp_path,
+                                                             artifacts_dir):
     fake = tmp_path / "notes.png"
     fake.write_text("these are my notes, not a picture")
     page = browser_page
