@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("command", choices=("check", "watch"))
-    parser.add_argument("--url", default="127.0.0.1:8000", help="Triton's HTTP HOST:PORT")
+    port = os.environ.get("ALEXNET_HTTP_PORT", "8000")  # the container's setting
+    parser.add_argument("--url", default=f"127.0.0.1:{port}", help="Triton's HTTP HOST:PORT")
     parser.add_argument(
         "--model", action="append", help="check only this model (repeatable; default: all loaded)"
     )
