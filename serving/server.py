@@ -304,7 +304,8 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _children(pid: int) -> list[int]:
+def child_processes(pid: int) -> list[int]:
+    """The live (not zombie) child processes of `pid`."""
     children = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -521,7 +522,7 @@ class TritonServer:
     def workers(self, pid: int | None = None) -> dict[int, str]:
         """The server's child processes (a Python-backend stub per model instance): pid -> instance name."""
         pid = pid or self.pid
-        return {child: _stub_instance(child) for child in _children(pid)} if pid else {}
+        return {child: _stub_instance(child) for child in child_processes(pid)} if pid else {}
 
     def _record(self, line: str) -> None:
         self._log_tail.append(line)

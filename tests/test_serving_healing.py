@@ -450,3 +450,32 @@ def test_a_new_version_rolls_out_under_load_and_a_broken_one_leaves_the_old_serv
     )
     assert not failed, f"{len(failed)} of {len(load.outcomes)} requests failed: {failed[:5]}"
 
+
+# ---- the soak, kept short here (the full one is `alexnet bench --soak 10000`, docs/serving.md) ----
+
+
+def test_bench_soak_counts_failures_and_reports_the_servers_memory(digits_server, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from serving import cli
+
+    app = typer.Typer()
+    app.command()(cli.bench)
+    out = tmp_path / "soak.json"
+    result = CliRunner().invoke(
+        app,
+        ["--url", digits_server.grpc_url, "--soak", "300", "--concurrency", "8",
+         "--server-pid", str(digits_server.pid), "--json", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["requests"] == 300 and report["failures"] == 0
+    assert report["memory_start_mb"] > 100 and report["memory_end_mb"] > 100  # tritonserver and its stubs
+    assert "300 requests at concurrency 8" in result.stdout and "server memory" in result.stdout
+
+    nobody = CliRunner().invoke(
+        app, ["--url", digits_server.grpc_url, "--soak", "10", "--server-pid", "999999999"]
+    )
+    assert isinstance(nobody.exception, cli.ServingError) and "pgrep tritonserver" in str(nobody.exception)
+
