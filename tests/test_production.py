@@ -765,9 +765,11 @@ def test_docs_give_the_commands_for_these_files():
     image = triton_container()["image"]
     assert f"docker build -t {image} ." in docs
     run = re.search(
-        r"docker run --rm --gpus all --shm-size=1g \\\n\s+(-p[^\n]*)\\\n\s+" + re.escape(image), docs
+        r"docker run -d --restart unless-stopped --gpus all --shm-size=1g \\\n\s+(-p[^\n]*)\\\n\s+"
+        + re.escape(image),
+        docs,
     )
-    assert run, "docs/production.md: the basic `docker run` command"
+    assert run, "docs/production.md: the basic `docker run`, restarted when its health watcher stops it"
     published = {tuple(map(int, mapping.split(":"))) for mapping in re.findall(r"-p (\d+:\d+)", run.group(1))}
     assert published == {(port, port) for port in TRITON_PORTS.values()}
     assert "kubectl -n alexnet apply -f serving/k8s/" in docs and "-e ALEXNET_TRT_PLAN=build" in docs
