@@ -136,7 +136,7 @@ class Supervisor:
             started = time.monotonic()
             try:
                 self.server.reload_from_source(name)
-            except ServingError as error:
+            except (ServingError, OSError) as error:  # OSError: the folder changed while it was copied
                 failed.append(name)
                 self.log(
                     f"alexnet serve: {name} version {after} not served ({error}); version {before} keeps "
