@@ -29,13 +29,14 @@ ENV ALEXNET_MODEL_REPOSITORY=/opt/alexnet/model_repository \
     ALEXNET_GRPC_PORT=8001 \
     ALEXNET_METRICS_PORT=8002 \
     ALEXNET_EXIT_TIMEOUT_SECS=30 \
+    ALEXNET_HEALTH_WATCH=on \
     PYTHONDONTWRITEBYTECODE=1
 
 # numpy and Pillow for the preprocessing model, hash-pinned (the container's Python is 3.10).
 COPY serving/docker/requirements.txt /opt/alexnet/requirements.txt
 RUN python3 -m pip install --no-cache-dir --require-hashes -r /opt/alexnet/requirements.txt
 
-COPY --chmod=0755 serving/docker/entrypoint.sh serving/docker/trt_plan.py /opt/alexnet/bin/
+COPY --chmod=0755 serving/docker/entrypoint.sh serving/docker/trt_plan.py serving/health.py /opt/alexnet/bin/
 
 # The repository generated beforehand into model_repository/ (the path `make clean` removes), baked in,
 # owned by root and read-only to the server: the image is the deployable unit, and it serves what was
@@ -54,10 +55,11 @@ WORKDIR /opt/alexnet
 # HTTP/REST, gRPC, Prometheus metrics: Triton's defaults.
 EXPOSE 8000 8001 8002
 
-# Ready means every model is loaded and warmed up (--strict-readiness). The start period covers a first
-# start that builds TensorRT engines.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=20m --retries=3 \
-    CMD ["/bin/sh", "-c", "curl --fail --silent --max-time 4 --output /dev/null http://127.0.0.1:${ALEXNET_HTTP_PORT}/v2/health/ready"]
+# Healthy means every loaded model answers a small request (serving/health.py), not only that Triton calls
+# them ready: a model whose Python-backend stub died stays "ready". The entry point's watcher restarts
+# such a server; this marks it meanwhile. The start period covers a first start that builds TensorRT engines.
+HEALTHCHECK --interval=15s --timeout=10s --start-period=20m --retries=3 \
+    CMD ["python3", "/opt/alexnet/bin/health.py", "check"]
 
 # NVIDIA's entry point first (driver and CUDA compatibility checks), then ours; it execs tritonserver, so
 # SIGTERM reaches Triton, which finishes in-flight requests before exiting. (Setting ENTRYPOINT clears the

@@ -47,6 +47,7 @@ DEFAULT_QUEUE_DELAY_MICROSECONDS = 0
 PREPROCESS_INSTANCES = {"gpu": 4, "cpu": 1}
 TENSORRT_WORKSPACE_BYTES = 1 << 30
 QUANTIZATION_PARAMETER = "quantization"
+SERVED_VERSIONS = 2  # the new version and the one before it (rollouts and rollbacks: docs/serving.md)
 
 
 @dataclass(frozen=True)
@@ -93,13 +94,22 @@ def card_parameters(card: ModelCard) -> dict[str, str]:
 
 def _pixels_input(card: ModelCard) -> mc.ModelInput:
     size = card.image_size
-    return mc.ModelInput(name=INPUT_NAME, data_type=mc.TYPE_UINT8, dims=[size, size, 3])
+    # The declared layout is what generic Triton image clients read to know whether to send NHWC or NCHW.
+    return mc.ModelInput(
+        name=INPUT_NAME, data_type=mc.TYPE_UINT8, format=mc.ModelInput.FORMAT_NHWC, dims=[size, size, 3]
+    )
 
 
 def _probabilities_output(card: ModelCard) -> mc.ModelOutput:
     return mc.ModelOutput(
         name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[card.num_classes], label_filename=LABELS_FILE
     )
+
+
+def _keep_previous_version(config: mc.ModelConfig) -> None:
+    """Serve the two latest versions: requests (which go to the latest ready one) never race the unload
+    of the version they were routed to while a new one rolls out, and a rollback finds it loaded."""
+    config.version_policy.latest.num_versions = SERVED_VERSIONS
 
 
 def _set_parameters(config: mc.ModelConfig, values: dict[str, str]) -> None:
@@ -112,6 +122,7 @@ def _add_pixel_model_parts(
 ) -> None:
     """Inputs, outputs, batching, instances, warm-up and parameters shared by the ONNX and plan models."""
     config.max_batch_size = max_batch_size
+    _keep_previous_version(config)
     config.input.append(_pixels_input(card))
     config.output.append(_probabilities_output(card))
     config.dynamic_batching.SetInParent()
@@ -192,6 +203,7 @@ def preprocess_config(name: str, card: ModelCard, *, max_batch_size: int, device
 
     size = card.image_size
     config = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
+    _keep_previous_version(config)
     config.input.append(mc.ModelInput(name="image", data_type=mc.TYPE_STRING, dims=[1]))
     config.output.append(mc.ModelOutput(name=INPUT_NAME, data_type=mc.TYPE_UINT8, dims=[size, size, 3]))
     config.dynamic_batching.SetInParent()  # hands each execute() all queued requests, no waiting
@@ -213,6 +225,7 @@ def preprocess_config(name: str, card: ModelCard, *, max_batch_size: int, device
 def ensemble_config(names: ModelNames, card: ModelCard, *, max_batch_size: int) -> mc.ModelConfig:
     """`alexnet_image`: image bytes -> preprocess -> alexnet -> probabilities, with the same labels."""
     config = mc.ModelConfig(name=names.image, platform="ensemble", max_batch_size=max_batch_size)
+    _keep_previous_version(config)
     config.input.append(mc.ModelInput(name="image", data_type=mc.TYPE_STRING, dims=[1]))
     config.output.append(_probabilities_output(card))
     steps = config.ensemble_scheduling.step
@@ -285,6 +298,11 @@ def _explanation(config: mc.ModelConfig) -> str:
             "#   model that fails to load stops Triton; ONNX Runtime's CUDA provider runs it instead",
             "#   (docs/export.md, INT8)",
         ]
+    if config.version_policy.HasField("latest"):
+        lines.append(
+            f"# version_policy: the {config.version_policy.latest.num_versions} latest versions stay loaded; "
+            "requests go to the newest"
+        )
     if config.model_warmup:
         lines.append(
             "# model_warmup: random pixels at batch 1 and the maximum, so no request pays for set-up"

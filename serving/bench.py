@@ -517,3 +517,151 @@ def _row(name: str, images_per_second: float, latency: Latency) -> str:
         f"{name:<12}{images_per_second:>10.1f}{latency.p50_ms:>10.1f}{latency.p95_ms:>10.1f}"
         f"{latency.p99_ms:>10.1f}"
     )
+
+
+# -- soak ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SoakReport:
+    """A fixed number of batch-1 requests at a concurrency: failures, throughput and the server's memory
+    (resident set of tritonserver and its worker processes) after the warm-up and at the end."""
+
+    url: str
+    protocol: str
+    model: str
+    concurrency: int
+    requests: int
+    failures: int
+    seconds: float
+    latency: Latency
+    memory_start_mb: float | None
+    memory_end_mb: float | None
+    machine: dict
+
+    @property
+    def memory_drift(self) -> float | None:
+        if not self.memory_start_mb or self.memory_end_mb is None:
+            return None
+        return (self.memory_end_mb - self.memory_start_mb) / self.memory_start_mb
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"memory_drift": self.memory_drift}
+
+
+def server_memory_mb(pid: int) -> float:
+    """Resident memory of process `pid` and its children (Triton's Python-backend stubs), in MB."""
+    from serving.server import child_processes
+
+    total_kb = 0
+    for process in (pid, *child_processes(pid)):
+        try:
+            status = Path(f"/proc/{process}/status").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        total_kb += next(
+            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
+        )
+    if total_kb == 0:
+        raise ServingError(f"no process {pid} to measure: pass the tritonserver pid (`pgrep tritonserver`)")
+    return total_kb / 1024
+
+
+async def _soak_loop(
+    url: str, protocol: str, model: str, pixels: np.ndarray, concurrency: int, total: int, timeout: float
+) -> tuple[list[float], int]:
+    module = _aio_module(protocol)
+    client = module.InferenceServerClient(url)
+    latencies: list[float] = []
+    failures = 0
+    remaining = total
+
+    async def one_client() -> None:
+        nonlocal failures, remaining
+        infer_input = module.InferInput(PIXELS, list(pixels.shape), "UINT8")
+        infer_input.set_data_from_numpy(pixels)
+        outputs = [module.InferRequestedOutput(PROBABILITIES)]
+        timeout_argument = {"client_timeout": timeout} if protocol == "grpc" else {"timeout": int(timeout)}
+        while remaining > 0:
+            remaining -= 1
+            sent = time.perf_counter()
+            try:
+                await client.infer(model, [infer_input], outputs=outputs, **timeout_argument)
+                latencies.append(time.perf_counter() - sent)
+            except Exception:  # counted: the soak reports every failure instead of stopping at the first
+                failures += 1
+
+    try:
+        await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    finally:
+        await client.close()
+    return latencies, failures
+
+
+def run_soak(
+    url: str,
+    *,
+    protocol: str = "grpc",
+    model: str = "alexnet",
+    requests: int = 10_000,
+    concurrency: int = 64,
+    server_pid: int | None = None,
+    warmup_requests: int = 1_000,
+    timeout: float = 30.0,
+    progress=print,
+) -> SoakReport:
+    """`requests` batch-1 requests at `concurrency` after `warmup_requests` (so memory is compared once the
+    server's pools and batches have reached their working size); memory needs the server's pid."""
+    classifier = TritonClassifier(url, protocol=protocol, model=model)
+    try:
+        classifier.wait_until_ready(timeout=30)
+        image_size = classifier.model_info().image_size
+    finally:
+        classifier.close()
+    pixels = np.random.default_rng(0).integers(0, 256, (1, image_size, image_size, 3), dtype=np.uint8)
+    machine = machine_facts()
+    asyncio.run(_soak_loop(url, protocol, model, pixels, concurrency, warmup_requests, timeout))
+    start_mb = server_memory_mb(server_pid) if server_pid else None
+    progress(
+        f"soak: {requests} requests at concurrency {concurrency} after {warmup_requests} warm-up requests"
+    )
+    started = time.perf_counter()
+    latencies, failures = asyncio.run(
+        _soak_loop(url, protocol, model, pixels, concurrency, requests, timeout)
+    )
+    seconds = time.perf_counter() - started
+    end_mb = server_memory_mb(server_pid) if server_pid else None
+    return SoakReport(
+        url,
+        protocol,
+        model,
+        concurrency,
+        requests,
+        failures,
+        seconds,
+        Latency.of(latencies),
+        start_mb,
+        end_mb,
+        machine,
+    )
+
+
+def format_soak(report: SoakReport) -> str:
+    latency = report.latency
+    lines = [
+        f"soak: {report.model} over {report.protocol} at {report.url}: {report.requests} requests at "
+        f"concurrency {report.concurrency} in {report.seconds:.1f} s "
+        f"({report.requests / report.seconds:.1f} requests/s), {report.failures} failed",
+        f"latency p50 {latency.p50_ms:.1f} ms  p95 {latency.p95_ms:.1f} ms  p99 {latency.p99_ms:.1f} ms",
+    ]
+    if report.memory_drift is None:
+        lines.append("server memory: not measured (pass --server-pid, the tritonserver pid)")
+    else:
+        lines.append(
+            f"server memory (tritonserver + stubs, resident): {report.memory_start_mb:.0f} MB after the "
+            f"warm-up, {report.memory_end_mb:.0f} MB at the end ({report.memory_drift:+.1%})"
+        )
+    lines.append(
+        f"{report.machine['cpu_cores']} cores, load {report.machine['load_average_1m_at_start']} at start"
+    )
+    return "\n".join(lines)

@@ -51,11 +51,13 @@ def serve(
 
     Models whose backend this local server lacks (onnxruntime, tensorrt_plan) run their ONNX file with
     ONNX Runtime in Triton's Python backend, with the exported config otherwise unchanged. Ready only
-    once every model is loaded and warmed up; Ctrl-C or SIGTERM shut it down cleanly.
+    once every model is loaded and warmed up; Ctrl-C or SIGTERM shut it down cleanly. A worker process
+    that dies, or a model that stops answering, restarts the server (logged with how long it took).
 
     Example: alexnet serve --repository model_repository --http-port 8000 --grpc-port 8001
     """
     from serving.server import TritonServer
+    from serving.supervisor import Supervisor
 
     server = TritonServer(
         repository,
@@ -82,8 +84,7 @@ def serve(
             "Ctrl-C stops it.",
             err=True,
         )
-        status = server.wait()
-        raise ServingError(f"tritonserver stopped by itself with status {status}: see its log above")
+        Supervisor(server, log=lambda line: typer.echo(line, err=True), ready_timeout=ready_timeout).run()
     except (KeyboardInterrupt, Terminated):
         typer.echo("stopping Triton…", err=True)
     finally:
@@ -169,11 +170,25 @@ def bench(
         int,
         typer.Option(help="Alternate the sweep and the in-process baseline this many times; report medians"),
     ] = 1,
+    soak: Annotated[
+        int,
+        typer.Option(
+            help="Instead of the sweep: send this many requests at the highest --concurrency and check that "
+            "none fails and the server's memory drifts by at most --max-memory-drift"
+        ),
+    ] = 0,
+    server_pid: Annotated[
+        int | None,
+        typer.Option(help="The tritonserver pid, for the soak's memory figures (pgrep tritonserver)"),
+    ] = None,
+    max_memory_drift: Annotated[float, typer.Option(help="Soak: the largest memory growth allowed")] = 0.05,
 ) -> None:
     """Load the served model with batch-1 pixel requests at each concurrency: images/s and p50/p95/p99.
 
     Example: alexnet bench --url 127.0.0.1:8001 --concurrency 1,16,64 --duration 10
     --compare-inprocess model_repository --json bench.json
+
+    Soak: alexnet bench --soak 10000 --concurrency 64 --server-pid $(pgrep -n tritonserver)
     """
     from serving.bench import format_report, run_benchmark
 
@@ -189,6 +204,18 @@ def bench(
         raise ServingError("--duration must be positive and --rounds at least 1")
     from serving.client import DEFAULT_URLS
 
+    if soak:
+        _soak(
+            url or DEFAULT_URLS.get(protocol, ""),
+            protocol,
+            model,
+            soak,
+            max(levels),
+            server_pid,
+            max_memory_drift,
+            json_out,
+        )
+        return
     report = run_benchmark(
         url or DEFAULT_URLS.get(protocol, ""),
         protocol=protocol,
@@ -205,3 +232,36 @@ def bench(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
         typer.echo(f"wrote {json_out}", err=True)
+
+
+def _soak(
+    url: str,
+    protocol: str,
+    model: str,
+    requests: int,
+    concurrency: int,
+    server_pid: int | None,
+    max_memory_drift: float,
+    json_out: Path | None,
+) -> None:
+    """`alexnet bench --soak N`: the figures, then an error if a request failed or memory grew too much."""
+    from serving.bench import format_soak, run_soak
+
+    report = run_soak(
+        url,
+        protocol=protocol,
+        model=model,
+        requests=requests,
+        concurrency=concurrency,
+        server_pid=server_pid,
+        progress=lambda line: typer.echo(line, err=True),
+    )
+    typer.echo(format_soak(report))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if report.failures:
+        raise ServingError(f"soak failed: {report.failures} of {requests} requests failed")
+    drift = report.memory_drift
+    if drift is not None and drift > max_memory_drift:
+        raise ServingError(f"soak failed: server memory grew {drift:.1%} (allowed {max_memory_drift:.0%})")

@@ -7,6 +7,10 @@
 
 Labels come from the server (Triton's classification extension answers "score:index:label"), and the input
 size from the served config's parameters, so the client never restates what the model card says.
+
+Every call has a timeout; a call that fails retryably (UNAVAILABLE, or a refused connection while the server
+restarts) is tried again with capped, jittered exponential backoff until the policy's deadline. A rejected
+request (INVALID_ARG and the like) is never retried.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tenacity
 
 from serving.errors import ServingError
 from serving.image_preprocessing import ImageError, prepare_image
@@ -26,6 +31,27 @@ PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 PIXELS, IMAGE, PROBABILITIES = "pixels", "image", "probabilities"
 SEND_MODES = ("pixels", "bytes")
+RETRYABLE_STATUSES = ("UNAVAILABLE",)  # the server is restarting or reloading the model: try again
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a retryable failure is tried again: full-jitter exponential backoff, capped, to a deadline."""
+
+    deadline: float = 30.0  # seconds for all attempts of one call together
+    initial_backoff: float = 0.1
+    max_backoff: float = 2.0
+
+    def retrying(self) -> tenacity.Retrying:
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_retryable),
+            wait=tenacity.wait_random_exponential(multiplier=self.initial_backoff, max=self.max_backoff),
+            stop=tenacity.stop_before_delay(self.deadline),
+            reraise=True,
+        )
+
+
+NO_RETRY = RetryPolicy(deadline=0.0)
 
 
 @dataclass(frozen=True)
@@ -55,6 +81,17 @@ class InferenceRejected(ServingError):
     def __init__(self, message: str, status: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ServerUnreachable(ServingError):
+    """Nothing answers at the URL (refused, reset): the server is down or restarting."""
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Worth trying again: the server is (re)starting or the model reloading; never a rejected request."""
+    if isinstance(error, InferenceRejected):
+        return error.status in RETRYABLE_STATUSES
+    return isinstance(error, ServerUnreachable)
 
 
 def image_model_name(model: str) -> str:
@@ -102,14 +139,24 @@ class TritonClassifier:
     """Classify images with the AlexNet a Triton server serves (gRPC or HTTP). Thread-safe."""
 
     def __init__(
-        self, url: str | None = None, *, protocol: str = "grpc", model: str = "alexnet", timeout: float = 30.0
+        self,
+        url: str | None = None,
+        *,
+        protocol: str = "grpc",
+        model: str = "alexnet",
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
+        """`timeout`: seconds one attempt of a call may take; `retry`: how retryable failures are retried."""
         if protocol not in PROTOCOLS:
             raise ServingError(f"unknown protocol {protocol!r}: use grpc or http")
+        if timeout <= 0:
+            raise ServingError(f"timeout {timeout}: give a positive number of seconds")
         self.protocol = protocol
         self.url = _strip_scheme(url or DEFAULT_URLS[protocol])
         self.model = model
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
         self._local = threading.local()  # the HTTP client is not thread-safe: one per thread
         self._clients: list = []
         self._lock = threading.Lock()
@@ -145,16 +192,31 @@ class TritonClassifier:
             self._local.client = client
         return client
 
-    def _refused(self) -> ServingError:
+    def _refused(self) -> ServerUnreachable:
         port_hint = "8001 for gRPC" if self.protocol == "grpc" else "8000 for HTTP"
-        return ServingError(
+        return ServerUnreachable(
             f"no Triton server answers at {self.url} ({self.protocol}): start one with "
             f"`alexnet serve --repository model_repository`, or point --url at yours "
             f"(default port {port_hint})"
         )
 
     def _call(self, what: str, function, *args, **kwargs):
-        """Run one tritonclient call, turning its errors into ServingError that say what to do."""
+        """Run a tritonclient call with a timeout per attempt, retrying retryable failures (RetryPolicy)."""
+        started = time.monotonic()
+        for attempt in self.retry.retrying():
+            with attempt:
+                return self._attempt(what, function, *args, **kwargs, **self._timeout_argument(started))
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _timeout_argument(self, started: float) -> dict[str, float]:
+        """gRPC takes a timeout per call, cut to what is left of the deadline; HTTP's is set per client."""
+        if self.protocol != "grpc":
+            return {}
+        left = self.retry.deadline - (time.monotonic() - started)
+        return {"client_timeout": max(0.1, min(self.timeout, left)) if self.retry.deadline else self.timeout}
+
+    def _attempt(self, what: str, function, *args, **kwargs):
+        """One tritonclient call, turning its errors into ServingError that say what to do."""
         from tritonclient.utils import InferenceServerException
 
         try:
@@ -173,7 +235,8 @@ class TritonClassifier:
         """Server live and the model ready; False (no exception) when nothing answers."""
         try:
             client = self._client()
-            return bool(client.is_server_live() and client.is_model_ready(self.model))
+            timeout = self._timeout_argument(time.monotonic())
+            return bool(client.is_server_live(**timeout) and client.is_model_ready(self.model, **timeout))
         except Exception:  # refused, reset, timed out: all mean "not ready"
             return False
 
@@ -184,8 +247,9 @@ class TritonClassifier:
         while True:
             try:
                 client = self._client()
-                live = bool(client.is_server_live())
-                if live and client.is_model_ready(self.model):
+                call_timeout = self._timeout_argument(time.monotonic())
+                live = bool(client.is_server_live(**call_timeout))
+                if live and client.is_model_ready(self.model, **call_timeout):
                     return
             except Exception:
                 live = False
@@ -266,10 +330,8 @@ class TritonClassifier:
         infer_input = module.InferInput(input_name, list(batch.shape), datatype)
         infer_input.set_data_from_numpy(batch)
         output = module.InferRequestedOutput(PROBABILITIES, class_count=top_k)
-        client = self._client()
-        timeout = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         result = self._call(
-            f"{model} inference", client.infer, model, [infer_input], outputs=[output], **timeout
+            f"{model} inference", self._client().infer, model, [infer_input], outputs=[output]
         )
         ranked = result.as_numpy(PROBABILITIES)
         return [

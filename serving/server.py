@@ -48,6 +48,7 @@ ADMIN_HEADER = "alexnet-admin-key"
 # log settings. They answer only with the admin header, whose value is a random secret per start.
 RESTRICTED_ENDPOINTS = ("model-repository", "shared-memory", "trace", "logging")
 STOP_GRACE_SECONDS = 15.0
+LOAD_TIMEOUT_SECONDS = 300.0  # loading a model warms it up (and on a GPU may build TensorRT engines)
 LOG_TAIL_LINES = 200
 
 
@@ -221,33 +222,41 @@ def prepare_repository(
             f"`alexnet export onnx --model DIR --repository {repository}`"
         )
     settings = settings or SubstituteSettings.for_this_machine()
-    configs = {path.name: read_config(path) for path in model_dirs}
+    for path in model_dirs:
+        read_config(path)  # every config must parse before anything is written
     destination.mkdir(parents=True)
-    notes = []
-    for source_dir in model_dirs:
-        name, config = source_dir.name, configs[source_dir.name]
-        backend = engine_backend(config)
-        if name.endswith("_int8") and not serve_int8:
-            notes.append(f"{name}: not loaded (start with --int8 to serve the INT8 model under this name)")
-            continue
-        onnx_source = None
-        if backend == "tensorrt":
-            fp32_name = name.removesuffix("_trt")
-            if not (settings.gpu and settings.tensorrt):
-                notes.append(
-                    f"{name}: TensorRT plan not served locally (needs a GPU and TensorRT; this machine "
-                    f"has {'no GPU' if not settings.gpu else 'no TensorRT'}); use {fp32_name}"
-                )
-                continue
-            onnx_source = _sibling_onnx(repository, fp32_name, name)
-        target = destination / name
-        _link_tree(source_dir, target)
-        (target / CONFIG_FILE).unlink()
-        if backend in SUBSTITUTED_BACKENDS:
-            notes.append(_substitute(target, config, settings, onnx_source))
-        else:
-            write_config(target, config)
-    return notes
+    notes = [
+        prepare_model(repository, source_dir, destination, serve_int8=serve_int8, settings=settings)
+        for source_dir in model_dirs
+    ]
+    return [note for note in notes if note]
+
+
+def prepare_model(
+    repository: Path, source_dir: Path, destination: Path, *, serve_int8: bool, settings: SubstituteSettings
+) -> str | None:
+    """Write one model folder of `repository` into `destination` in the form this server can run (or skip
+    it); a note when something changed."""
+    name, config = source_dir.name, read_config(source_dir)
+    backend = engine_backend(config)
+    if name.endswith("_int8") and not serve_int8:
+        return f"{name}: not loaded (start with --int8 to serve the INT8 model under this name)"
+    onnx_source = None
+    if backend == "tensorrt":
+        fp32_name = name.removesuffix("_trt")
+        if not (settings.gpu and settings.tensorrt):
+            return (
+                f"{name}: TensorRT plan not served locally (needs a GPU and TensorRT; this machine "
+                f"has {'no GPU' if not settings.gpu else 'no TensorRT'}); use {fp32_name}"
+            )
+        onnx_source = _sibling_onnx(repository, fp32_name, name)
+    target = destination / name
+    _link_tree(source_dir, target)
+    (target / CONFIG_FILE).unlink()
+    if backend in SUBSTITUTED_BACKENDS:
+        return _substitute(target, config, settings, onnx_source)
+    write_config(target, config)
+    return None
 
 
 def _sibling_onnx(repository: Path, fp32_name: str, plan_name: str) -> Path:
@@ -295,6 +304,48 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def child_processes(pid: int) -> list[int]:
+    """The live (not zombie) child processes of `pid`."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited while we looked
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":  # a killed child stays a zombie until reaped
+            children.append(int(stat.parent.name))
+    return sorted(children)
+
+
+def _stub_instance(pid: int) -> str:
+    """The model instance a Python-backend stub serves (`alexnet_0_0`), from its command line."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return f"process {pid}"
+    # triton_python_backend_stub REPO/<model>/<version>/model.py <shm region> ... <model>_<group>_<n> ...
+    model = Path(arguments[1]).parent.parent.name if len(arguments) > 1 else ""
+    instance = next((arg for arg in arguments[2:] if model and arg.startswith(f"{model}_")), "")
+    return instance or f"{Path(arguments[0]).name} (pid {pid})"
+
+
+def _shared_memory_files(pid: int) -> list[Path]:
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return []
+    return sorted({Path(line.split(None, 5)[5]) for line in maps.splitlines() if " /dev/shm/" in line})
+
+
+def _kill_stub(pid: int) -> None:
+    """SIGKILL a Python-backend stub, unless the pid is gone or now belongs to another program."""
+    try:
+        if b"triton_python_backend_stub" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ProcessLookupError):
+        pass
+
+
 class TritonServer:
     """A real tritonserver process on `repository`: a context manager, or start/wait_until_ready/stop."""
 
@@ -322,6 +373,10 @@ class TritonServer:
         self.notes: list[str] = []  # what start-up changed in the scratch copy, one line per model
         self.models: list[str] = []  # the models this server loads
         self._process: subprocess.Popen | None = None
+        self._command: list[str] = []
+        self._ready_workers: dict[int, str] = {}
+        self._settings: SubstituteSettings | None = None
+        self._ready_shared_memory: list[Path] = []
         self._scratch: Path | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self._log_thread: threading.Thread | None = None
@@ -336,8 +391,14 @@ class TritonServer:
             str(Distribution.find().binary),
             f"--model-repository={model_repository}",
             f"--backend-directory={backend_directory}",
-            "--model-control-mode=none",
-            "--strict-readiness=true",
+            # Explicit control, every model loaded at start: serving/supervisor.py loads new versions
+            # through the (admin-key) repository API when `alexnet export onnx` adds them.
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            # Triton 2.51's strict readiness stays false once any version was unloaded (measured:
+            # after a rollout from version 1 to 2); models' own readiness and serving/health.py's
+            # check tell the truth instead. Endpoints still open only once every model is loaded.
+            "--strict-readiness=false",
             "--exit-on-error=true",
             "--disable-auto-complete-config",
             f"--http-address={self.host}",
@@ -366,29 +427,102 @@ class TritonServer:
             raise ServingError("this server is already running: stop() it first")
         self._scratch = Path(tempfile.mkdtemp(prefix="alexnet-triton-"))
         try:
+            self._settings = SubstituteSettings.for_this_machine()
             self.notes = prepare_repository(
-                self.repository, self._scratch / "models", serve_int8=self.serve_int8
+                self.repository, self._scratch / "models", serve_int8=self.serve_int8, settings=self._settings
             )
             self.models = sorted(path.name for path in (self._scratch / "models").iterdir())
             backends = _prepare_backends(self._scratch / "backends")
-            command = self.command(self._scratch / "models", backends)
+            self._command = self.command(self._scratch / "models", backends)
             self._log_tail.clear()
             for note in self.notes:
                 self._record(f"alexnet serve: {note}\n")
-            self._process = subprocess.Popen(
-                command,
-                env=server_environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                # PR_SET_PDEATHSIG follows the starting thread: only tie the server to a main thread.
-                preexec_fn=_die_with_parent if _on_main_thread() else None,
-            )
+            self._launch()
         except BaseException:
             self._remove_scratch()
             raise
+
+    def _launch(self) -> None:
+        self._process = subprocess.Popen(
+            self._command,
+            env=server_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # PR_SET_PDEATHSIG follows the starting thread: only tie the server to a main thread.
+            preexec_fn=_die_with_parent if _on_main_thread() else None,
+        )
         self._log_thread = threading.Thread(target=self._pump_log, args=(self._process.stdout,), daemon=True)
         self._log_thread.start()
+
+    def restart(self) -> None:
+        """Kill the process and its workers at once (a broken server may never finish a graceful stop) and
+        start it again on the same prepared repository and ports; returns before the models are loaded."""
+        if self._scratch is None:
+            raise ServingError("the server was not started: call start() first")
+        process, self._process = self._process, None
+        if process is not None:
+            # What it ran when it was last ready too: a crashed server's orphaned stubs are no longer its
+            # children, and its memory map is gone.
+            workers = set(self.workers(process.pid)) | set(self._ready_workers)
+            shared_memory = set(_shared_memory_files(process.pid)) | set(self._ready_shared_memory)
+            process.kill()
+            process.wait()
+            for pid in workers:
+                _kill_stub(pid)
+            self._finish_log()
+            for path in shared_memory:  # the Python backend's regions; a killed server leaves them behind
+                path.unlink(missing_ok=True)
+        self._launch()
+
+    def load_model(self, name: str, timeout: float = LOAD_TIMEOUT_SECONDS) -> None:
+        """(Re)load `name` from the prepared repository through Triton's model-control API; Triton keeps
+        serving what it had until the new version is ready, and keeps it if that version fails."""
+        request = urllib.request.Request(
+            f"http://{self.http_url}/v2/repository/models/{name}/load",
+            data=b"{}",
+            headers={ADMIN_HEADER: self.admin_key, "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                response.read()
+        except urllib.error.HTTPError as error:
+            body = error.read().decode("utf-8", errors="replace")
+            try:
+                body = json.loads(body).get("error", body)
+            except ValueError:
+                pass
+            body = body.split("\n\nAt:")[0].strip()  # the Python backend appends the stub's traceback
+            raise ServingError(f"Triton could not load {name}: {body}") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise ServingError(f"Triton did not answer the load of {name}: {error}") from None
+
+    def reload_from_source(self, name: str) -> None:
+        """Prepare model `name` again from the source repository (new versions, new files) and load it.
+        If Triton refuses it, the prepared folder of what still serves is put back, so that a restart
+        serves that too; ServingError says why."""
+        if self._scratch is None or self._settings is None:
+            raise ServingError("the server was not started: call start() first")
+        source = self.repository.resolve()
+        served, staged, previous = (self._scratch / folder for folder in ("models", "staged", "previous"))
+        for folder in (staged, previous):
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+        prepare_model(source, source / name, staged, serve_int8=self.serve_int8, settings=self._settings)
+        os.rename(served / name, previous / name)
+        os.rename(staged / name, served / name)
+        try:
+            self.load_model(name)
+        except ServingError:
+            shutil.rmtree(served / name)
+            os.rename(previous / name, served / name)
+            raise
+
+    def workers(self, pid: int | None = None) -> dict[int, str]:
+        """The server's child processes (a Python-backend stub per model instance): pid -> instance name."""
+        pid = pid or self.pid
+        return {child: _stub_instance(child) for child in child_processes(pid)} if pid else {}
 
     def _record(self, line: str) -> None:
         self._log_tail.append(line)
@@ -413,6 +547,10 @@ class TritonServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def returncode(self) -> int | None:
+        return self._process.poll() if self._process else None
+
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -435,6 +573,8 @@ class TritonServer:
                 self.stop()
                 raise ServingError(self._failure(f"tritonserver exited with status {code} while starting"))
             if self.is_ready():
+                self._ready_workers = self.workers()
+                self._ready_shared_memory = _shared_memory_files(self._process.pid)
                 self._announce_providers()
                 return
             time.sleep(0.2)

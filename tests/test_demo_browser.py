@@ -109,14 +109,14 @@ def test_a_drawing_is_classified_and_shown_as_the_model_sees_it(digits_demo, bro
 
 def test_with_triton_stopped_the_page_says_so(digits_repository, browser_page, artifacts_dir):
     from demo.app import build_demo, launch_demo
-    from serving.client import TritonClassifier
+    from serving.client import NO_RETRY, TritonClassifier
     from serving.server import TritonServer, free_port
 
     server = TritonServer(
         digits_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
     )
     with server:
-        client = TritonClassifier(server.grpc_url)
+        client = TritonClassifier(server.grpc_url, retry=NO_RETRY)  # the default retries for 30 s first
         demo = build_demo(client)
     # the server is stopped now; the page was built while it ran, as when Triton dies under a running demo
     url = launch_demo(demo, port=free_port(), quiet=True)

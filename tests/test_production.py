@@ -367,10 +367,11 @@ def test_build_context_holds_the_repository_and_scripts_but_never_a_plan():
 def test_container_python_code_parses_as_python_3_10():
     """The Triton 24.10 container runs Python 3.10, the development machines 3.11: no 3.11-only syntax in
     what the container runs (the plan tool, and the Python-backend model sources export copies into the
-    repository: export/triton_*.py and serving/image_preprocessing.py)."""
+    repository: export/triton_*.py and serving/image_preprocessing.py, and the health check)."""
     model_sources = sorted((ROOT / "export").glob("triton_*.py"))
     assert model_sources, "export's Python-backend model source (export/triton_*.py) moved: update this test"
-    for path in (PLAN_TOOL, ROOT / "serving" / "image_preprocessing.py", *model_sources):
+    serving = ROOT / "serving"
+    for path in (PLAN_TOOL, serving / "health.py", serving / "image_preprocessing.py", *model_sources):
         ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))
     with pytest.raises(SyntaxError):  # the check is real: 3.11's except* is refused
         ast.parse("try:\n    pass\nexcept* ValueError:\n    pass\n", feature_version=(3, 10))
@@ -673,20 +674,28 @@ def test_ports_agree_everywhere(tmp_path, triton_help):
         assert {name: parameters[f"{name}_port"].default for name in TRITON_PORTS} == TRITON_PORTS
 
 
-def test_probes_use_triton_health_endpoints():
+def test_probes_prove_the_models_answer_with_the_script_the_image_runs():
+    """Liveness and readiness run serving/health.py (every model must answer), copied into the image beside
+    the entry point, which runs it as its watcher; the startup probe waits for Triton's readiness."""
     container = triton_container()
-    assert container["livenessProbe"]["httpGet"]["path"] == HEALTH_LIVE
-    assert container["readinessProbe"]["httpGet"]["path"] == HEALTH_READY
+    image_health = next(
+        destination + "health.py" for sources, destination in copies() if "serving/health.py" in sources
+    )
+    for probe in ("livenessProbe", "readinessProbe"):
+        command = container[probe]["exec"]["command"]
+        assert command[:3] == ["python3", image_health, "check"], command
+        timeout = float(command[command.index("--timeout") + 1])
+        assert timeout < container[probe]["timeoutSeconds"], "the check must finish before the probe gives up"
+    assert '"${HEALTH_TOOL}" watch' in ENTRYPOINT.read_text()
     assert container["startupProbe"]["httpGet"]["path"] == HEALTH_READY
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        assert container_port(container[probe]["httpGet"]["port"]) == TRITON_PORTS["http"]
+    assert container_port(container["startupProbe"]["httpGet"]["port"]) == TRITON_PORTS["http"]
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 15 * 60, (
         "room for first-start TensorRT builds"
     )
 
     (healthcheck,) = dockerfile("HEALTHCHECK")
-    assert f"http://127.0.0.1:${{ALEXNET_HTTP_PORT}}{HEALTH_READY}" in healthcheck
+    assert f'"{image_health}", "check"' in healthcheck
     start_period = re.search(r"--start-period=(\d+)m", healthcheck)
     assert start_period and int(start_period.group(1)) * 60 >= 15 * 60
 
@@ -756,9 +765,11 @@ def test_docs_give_the_commands_for_these_files():
     image = triton_container()["image"]
     assert f"docker build -t {image} ." in docs
     run = re.search(
-        r"docker run --rm --gpus all --shm-size=1g \\\n\s+(-p[^\n]*)\\\n\s+" + re.escape(image), docs
+        r"docker run -d --restart unless-stopped --gpus all --shm-size=1g \\\n\s+(-p[^\n]*)\\\n\s+"
+        + re.escape(image),
+        docs,
     )
-    assert run, "docs/production.md: the basic `docker run` command"
+    assert run, "docs/production.md: the basic `docker run`, restarted when its health watcher stops it"
     published = {tuple(map(int, mapping.split(":"))) for mapping in re.findall(r"-p (\d+:\d+)", run.group(1))}
     assert published == {(port, port) for port in TRITON_PORTS.values()}
     assert "kubectl -n alexnet apply -f serving/k8s/" in docs and "-e ALEXNET_TRT_PLAN=build" in docs

@@ -126,11 +126,11 @@ def test_an_unusable_repository_says_how_to_make_one(tmp_path, make, message):
     assert "alexnet export onnx" in str(error.value)
 
 
-def test_server_binds_loopback_with_model_control_off(tmp_path):
+def test_server_binds_loopback_with_model_control_behind_the_admin_key(tmp_path):
     server = TritonServer(tmp_path, http_port=1, grpc_port=2, metrics_port=3)
     command = server.command(tmp_path / "models", tmp_path / "backends")
     for flag in ("--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
-                 "--model-control-mode=none", "--strict-readiness=true"):  # fmt: skip
+                 "--model-control-mode=explicit", "--load-model=*"):  # fmt: skip
         assert flag in command
     assert any(arg.startswith("--http-restricted-api=model-repository,") for arg in command)
     assert any(arg.startswith("--grpc-restricted-protocol=model-repository,") for arg in command)

@@ -17,6 +17,9 @@
 #   ALEXNET_ADMIN_KEY         the value of the alexnet-admin-key header that unlocks the restricted APIs
 #                             (random per start when unset, which keeps them closed)
 #   ALEXNET_EXIT_TIMEOUT_SECS how long SIGTERM waits for in-flight requests
+#   ALEXNET_HEALTH_WATCH      on | off: once Triton is ready, health.py checks every few seconds that every
+#                             model answers and stops Triton when one does not (a dead Python-backend stub),
+#                             so that Docker's restart policy or Kubernetes starts the container again
 #   ALEXNET_DRY_RUN=1         print the tritonserver command instead of running it
 set -euo pipefail
 
@@ -33,7 +36,12 @@ ADMIN_HEADER="alexnet-admin-key"
 # Nobody outside needs these: the repository index and load/unload, shared-memory registration, trace and
 # log settings. They answer only to the admin header (the same list `alexnet serve` restricts).
 RESTRICTED_APIS="model-repository,shared-memory,trace,logging"
-PLAN_TOOL="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/trt_plan.py"
+HEALTH_WATCH="${ALEXNET_HEALTH_WATCH:-on}"
+BIN_DIR="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
+PLAN_TOOL="${BIN_DIR}/trt_plan.py"
+# The same check `alexnet serve` and the Kubernetes probes run; beside this script in the image.
+HEALTH_TOOL="${BIN_DIR}/health.py"
+[[ -f "${HEALTH_TOOL}" ]] || HEALTH_TOOL="${BIN_DIR}/../health.py"  # the source tree: serving/health.py
 
 fail() {
     echo "error: $*" >&2
@@ -53,6 +61,10 @@ serve() {
     local repositories=("--model-repository=${MODEL_REPOSITORY}")
     local plan_repository admin_key
     check_repository
+    case "${HEALTH_WATCH}" in
+        on | off) ;;
+        *) fail "ALEXNET_HEALTH_WATCH must be on or off, not '${HEALTH_WATCH}'" ;;
+    esac
     case "${TRT_PLAN}" in
         off) ;;
         build)
@@ -83,6 +95,11 @@ serve() {
     if [[ "${ALEXNET_DRY_RUN:-0}" == "1" ]]; then
         printf '%s\n' "${command[@]}"
         return 0
+    fi
+    if [[ "${HEALTH_WATCH}" == "on" ]]; then
+        # $$ is this shell, which exec turns into tritonserver: the watcher stops that process.
+        python3 "${HEALTH_TOOL}" watch --url "127.0.0.1:${HTTP_PORT}" --pid "$$" \
+            --grace "${EXIT_TIMEOUT_SECS}" &
     fi
     echo "alexnet: starting Triton on ${MODEL_REPOSITORY} (HTTP ${HTTP_PORT}, gRPC ${GRPC_PORT}, metrics ${METRICS_PORT})" >&2
     exec "${command[@]}"

@@ -1,0 +1,217 @@
+"""Does every model answer? One check for `alexnet serve`, the container's entry point and Kubernetes.
+
+Triton's own /v2/health/ready only says that models were loaded: a model whose Python-backend stub died
+(the OOM killer) stays "ready" while every request fails. This check sends each loaded model one small
+request built from its config (zeros for numeric inputs, a tiny PNG for encoded-image inputs) and calls
+the server healthy only if all of them answer.
+
+    python3 health.py check --url 127.0.0.1:8000            exit 0 if every model answers, else 1
+    python3 health.py watch --url 127.0.0.1:8000 --pid PID  once ready, stop PID when models stop answering
+
+Standard library only, Python 3.10 (the production container's Python): the image copies this file beside
+its entry point. docs/serving.md and docs/production.md say what fails and how it heals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import struct
+import sys
+import time
+import urllib.error
+import urllib.request
+import zlib
+
+ITEM_BYTES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "FP16": 2, "INT32": 4, "FP32": 4, "INT64": 8, "FP64": 8}
+DEFAULT_TIMEOUT = 5.0
+
+
+def tiny_png(side: int = 8) -> bytes:
+    """A valid grey RGB PNG of side x side pixels, written without any imaging library."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\x80\x80\x80" * side for _ in range(side))
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def probe_request(config: dict) -> tuple[bytes, int]:
+    """An inference request for a model, from its config alone: (body, JSON header length) in Triton's
+    binary tensor extension (numeric inputs all zeros, BYTES inputs one tiny PNG each)."""
+    batched = int(config.get("max_batch_size", 0)) > 0
+    inputs, blobs = [], []
+    for tensor in config["input"]:
+        shape = ([1] if batched else []) + [max(1, int(dim)) for dim in tensor["dims"]]
+        datatype = tensor["data_type"].replace("TYPE_", "", 1)
+        if datatype == "STRING":
+            datatype, image = "BYTES", tiny_png()
+            blob = (struct.pack("<I", len(image)) + image) * math.prod(shape)
+        else:
+            blob = bytes(ITEM_BYTES[datatype] * math.prod(shape))
+        inputs.append(
+            {
+                "name": tensor["name"],
+                "shape": shape,
+                "datatype": datatype,
+                "parameters": {"binary_data_size": len(blob)},
+            }
+        )
+        blobs.append(blob)
+    outputs = [{"name": tensor["name"], "parameters": {"binary_data": True}} for tensor in config["output"]]
+    header = json.dumps({"inputs": inputs, "outputs": outputs}).encode()
+    return header + b"".join(blobs), len(header)
+
+
+def _get_json(url: str, timeout: float) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def loaded_models(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+    """The models the server has loaded (its statistics list them; the repository index is restricted)."""
+    stats = _get_json(f"http://{http_url}/v2/models/stats", timeout)
+    return sorted({entry["name"] for entry in stats.get("model_stats", [])})
+
+
+def probe_model(http_url: str, model: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
+    """None if `model` answers a request built from its config within `timeout`; else what went wrong."""
+    try:
+        config = _get_json(f"http://{http_url}/v2/models/{model}/config", timeout)
+        body, header_length = probe_request(config)
+        request = urllib.request.Request(
+            f"http://{http_url}/v2/models/{model}/infer",
+            data=body,
+            headers={
+                "Inference-Header-Content-Length": str(header_length),
+                "Content-Type": "application/octet-stream",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+        return None
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode("utf-8", errors="replace")
+        try:
+            detail = json.loads(detail).get("error", detail)
+        except ValueError:
+            pass
+        return f"{model}: HTTP {error.code}: {detail}"
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as error:
+        return f"{model}: {getattr(error, 'reason', None) or error}"
+
+
+def server_ready(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
+    """None if Triton says it is ready (every model loaded); else why not."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout) as response:
+            response.read()
+        return None
+    except urllib.error.HTTPError as error:
+        return f"server not ready (HTTP {error.code})"
+    except (urllib.error.URLError, OSError) as error:
+        return f"server not answering at {http_url}: {getattr(error, 'reason', None) or error}"
+
+
+def check(http_url: str, models: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+    """What is wrong with the server at `http_url`: one line per model that does not answer; [] if healthy."""
+    not_ready = server_ready(http_url, timeout)
+    if not_ready:
+        return [not_ready]
+    try:
+        names = models or loaded_models(http_url, timeout)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return [f"cannot list the loaded models: {getattr(error, 'reason', None) or error}"]
+    if not names:
+        return ["the server has no model loaded"]
+    return [problem for problem in (probe_model(http_url, name, timeout) for name in names) if problem]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_process(pid: int, grace: float) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds (a server with a dead worker may not finish by itself)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def watch(http_url: str, pid: int, *, interval: float, failures: int, grace: float, timeout: float) -> int:
+    """Once Triton is first ready, check it every `interval` s; after `failures` failed checks in a row
+    stop process `pid` so that its supervisor (Docker's restart policy, Kubernetes) starts it again."""
+    while _alive(pid) and server_ready(http_url, timeout):
+        time.sleep(interval)  # still starting (a first start may build TensorRT engines for minutes)
+    failed = 0
+    while _alive(pid):
+        problems = check(http_url, timeout=timeout)
+        failed = failed + 1 if problems else 0
+        if failed >= failures:
+            print(
+                f"alexnet health: {'; '.join(problems)}: stopping the server (pid {pid}) to restart it",
+                file=sys.stderr,
+            )
+            stop_process(pid, grace)
+            return 1
+        time.sleep(interval)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=("check", "watch"))
+    port = os.environ.get("ALEXNET_HTTP_PORT", "8000")  # the container's setting
+    parser.add_argument("--url", default=f"127.0.0.1:{port}", help="Triton's HTTP HOST:PORT")
+    parser.add_argument(
+        "--model", action="append", help="check only this model (repeatable; default: all loaded)"
+    )
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per request")
+    parser.add_argument("--pid", type=int, help="watch: the server process to stop when models fail")
+    parser.add_argument("--interval", type=float, default=2.0, help="watch: seconds between checks")
+    parser.add_argument("--failures", type=int, default=2, help="watch: failed checks in a row that stop it")
+    parser.add_argument("--grace", type=float, default=10.0, help="watch: seconds from SIGTERM to SIGKILL")
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        problems = check(args.url, args.model, args.timeout)
+        for problem in problems:
+            print(f"unhealthy: {problem}", file=sys.stderr)
+        return 1 if problems else 0
+    if args.pid is None:
+        parser.error("watch needs --pid (the tritonserver process)")
+    return watch(
+        args.url,
+        args.pid,
+        interval=args.interval,
+        failures=args.failures,
+        grace=args.grace,
+        timeout=args.timeout,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
