@@ -34,7 +34,7 @@ CONCURRENCY_LIMIT = 4  # requests in flight to Triton from this page; the rest w
 QUEUE_SIZE = 64  # beyond this many waiting requests the page says "busy, try again"
 STATUS_REFRESH_SECONDS = 10  # the readiness line asks Triton again this often
 SCAN_PREVIEW_SIZE = 160  # the 8x8 drawing scan shown enlarged, pixel for pixel
-NEIGHBOURS_HEIGHT = 330  # pixels: two rows of three neighbours with their captions
+NEIGHBOURS_HEIGHT = 400  # pixels: two rows of three neighbours with their captions
 KERNELS_HEIGHT = 200  # pixels: the kernel grid (4 rows of 16, or 2 x 3 rows for the paper network)
 # Digit scans are 8x8 pixels: show them large, with square pixels.
 CSS = ".pixelated img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
