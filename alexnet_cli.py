@@ -32,6 +32,7 @@ app = typer.Typer(
 app.command(no_args_is_help=False)(training_cli.train)
 app.command()(training_cli.pretrained)
 app.command("bench-train")(training_cli.bench_train)
+app.command()(training_cli.figures)
 app.add_typer(export_cli.app, name="export")
 app.command("bench-export")(export_cli.bench_export)
 app.command()(serving_cli.serve)

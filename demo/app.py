@@ -9,9 +9,10 @@ Shaped after gradio-app/gradio demo/image_classifier: gr.Image -> gr.Label(num_t
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from PIL import Image
 from demo.drawing import drawing_to_digit_scan
 from demo.errors import DemoError
 from demo.examples import digit_example_files, is_digits_model, packaged_photo_files, validation_digits
+from demo.neighbours import NEIGHBOURS, NeighbourSearch, enlarge, kernels_file, serves_embedding
 from serving.client import InferenceRejected, Prediction, ServedModel, TritonClassifier
 from serving.errors import ServingError
 from serving.image_preprocessing import ImageError, decode_image, resize_and_crop
@@ -32,6 +34,8 @@ CONCURRENCY_LIMIT = 4  # requests in flight to Triton from this page; the rest w
 QUEUE_SIZE = 64  # beyond this many waiting requests the page says "busy, try again"
 STATUS_REFRESH_SECONDS = 10  # the readiness line asks Triton again this often
 SCAN_PREVIEW_SIZE = 160  # the 8x8 drawing scan shown enlarged, pixel for pixel
+NEIGHBOURS_HEIGHT = 400  # pixels: two rows of three neighbours with their captions
+KERNELS_HEIGHT = 200  # pixels: the kernel grid (4 rows of 16, or 2 x 3 rows for the paper network)
 # Digit scans are 8x8 pixels: show them large, with square pixels.
 CSS = ".pixelated img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 
@@ -46,17 +50,14 @@ class _Classifier:
         self.client = client  # thread-safe: the queue runs up to CONCURRENCY_LIMIT requests at once
         self.model = model
 
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        return resize_and_crop(image, resize_size=self.model.resize_size, image_size=self.model.image_size)
+
     def classify(self, image: Image.Image) -> tuple[dict[str, float], str]:
-        pixels = resize_and_crop(image, resize_size=self.model.resize_size, image_size=self.model.image_size)
+        pixels = self.pixels(image)
         started = time.perf_counter()
-        try:
+        with _triton_errors():
             predictions = self.client.classify_pixels(pixels[np.newaxis], top_k=TOP_K)[0]
-        except InferenceRejected as error:
-            log.warning("Triton refused a request: %s", error)
-            raise gr.Error(f"{error}", title="Triton refused the request", print_exception=False) from None
-        except ServingError as error:  # nothing answers: the message names the command that starts it
-            log.warning("Triton is not answering: %s", error)
-            raise gr.Error(f"{error}", title="Triton is not answering", print_exception=False) from None
         milliseconds = 1000 * (time.perf_counter() - started)
         return confidences(predictions), self._answer_details(predictions, milliseconds)
 
@@ -84,6 +85,19 @@ class _Classifier:
         )
 
 
+@contextlib.contextmanager
+def _triton_errors() -> Iterator[None]:
+    """Triton's refusals and silences as the page's error toasts (the messages say what to do)."""
+    try:
+        yield
+    except InferenceRejected as error:
+        log.warning("Triton refused a request: %s", error)
+        raise gr.Error(f"{error}", title="Triton refused the request", print_exception=False) from None
+    except ServingError as error:  # nothing answers: the message names the command that starts it
+        log.warning("Triton is not answering: %s", error)
+        raise gr.Error(f"{error}", title="Triton is not answering", print_exception=False) from None
+
+
 def confidences(predictions: list[Prediction]) -> dict[str, float]:
     """gr.Label's value: label -> score, best first."""
     return {prediction.label: prediction.score for prediction in predictions}
@@ -97,26 +111,37 @@ def read_upload(upload: Any) -> Image.Image:
     try:
         return decode_image(Path(path).read_bytes())
     except ImageError as error:
-        reason = re.sub(r" \(cannot identify image file .*\)$", "", str(error))  # Pillow's object repr
-        raise gr.Error(f"That file is not an image we can read: {reason}.", title="Not an image",
+        raise gr.Error(f"That file is not an image we can read: {error}.", title="Not an image",
                        print_exception=False) from None
 
 
 def scan_preview(scan: np.ndarray) -> np.ndarray:
     """The 8x8 scan enlarged with square pixels, so the user sees what the model sees."""
-    return np.asarray(Image.fromarray(scan, mode="L").resize((SCAN_PREVIEW_SIZE,) * 2, Image.NEAREST))
+    return enlarge(scan, SCAN_PREVIEW_SIZE)
 
 
-def build_demo(client: TritonClassifier) -> gr.Blocks:
-    """The page for whatever model `client` reaches; raises ServingError if Triton cannot describe it."""
+def build_demo(client: TritonClassifier, repository: Path | None = None) -> gr.Blocks:
+    """The page for whatever model `client` reaches; raises ServingError if Triton cannot describe it.
+    `repository`: the model repository Triton serves, where export wrote the first-layer kernels."""
     model = client.model_info()
     classifier = _Classifier(client, model)
     digits = is_digits_model(model.labels, model.dataset)
+    search = NeighbourSearch(client, model, digits) if serves_embedding(client, model) else None
 
     def classify_image(upload: Any) -> tuple[dict[str, float] | None, str]:
         if upload is None:
             return None, ""
         return classifier.classify(read_upload(upload))
+
+    def neighbours_of_image(upload: Any) -> list | None:
+        if upload is None or search is None:
+            return None
+        try:
+            image = read_upload(upload)
+        except gr.Error:  # the answer beside it already says why, in one message
+            return None
+        with _triton_errors():
+            return search.nearest(classifier.pixels(image))
 
     def classify_drawing(drawing: dict | None) -> tuple[dict[str, float], str, np.ndarray]:
         composite = (drawing or {}).get("composite")
@@ -130,6 +155,11 @@ def build_demo(client: TritonClassifier) -> gr.Blocks:
             raise gr.Error(message, title="Nothing drawn", print_exception=False) from None
         label, details = classifier.classify(Image.fromarray(scan, mode="L").convert("RGB"))
         return label, details, scan_preview(scan)
+
+    def neighbours_of_drawing(drawing: dict) -> list:
+        scan = drawing_to_digit_scan(drawing["composite"], scan_size=scan_size)  # classify_drawing checked it
+        with _triton_errors():
+            return search.nearest(classifier.pixels(Image.fromarray(scan, mode="L").convert("RGB")))
 
     with gr.Blocks(
         title=f"AlexNet on Triton: {model.name}",
@@ -190,6 +220,8 @@ def build_demo(client: TritonClassifier) -> gr.Blocks:
             with gr.Column():
                 answer = gr.Label(num_top_classes=TOP_K, label="Top 5", elem_id="answer")
                 details = gr.Markdown(elem_id="answer-details")
+                with gr.Accordion("What the network sees", open=True, elem_id="network-sees"):
+                    neighbours = _what_the_network_sees(model, search, kernels_file(repository, model))
 
         refresh_status = {"fn": classifier.server_status, "outputs": status, "api_name": False}
         classified = image.change(
@@ -197,6 +229,11 @@ def build_demo(client: TritonClassifier) -> gr.Blocks:
             api_name="classify_image",
         )
         events = [classified]
+        if search is not None:
+            image.change(
+                neighbours_of_image, inputs=image, outputs=neighbours, preprocess=False,
+                api_name="neighbours", show_progress="minimal",
+            )
         if digits:
             events.append(
                 draw_button.click(
@@ -204,6 +241,8 @@ def build_demo(client: TritonClassifier) -> gr.Blocks:
                     api_name="classify_drawing",
                 )
             )
+            if search is not None:
+                events[-1].success(neighbours_of_drawing, sketchpad, neighbours, api_name=False)
         for event in events:  # the status line follows what the last request found
             event.success(**refresh_status)
             event.failure(**refresh_status)
@@ -212,6 +251,32 @@ def build_demo(client: TritonClassifier) -> gr.Blocks:
 
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo
+
+
+def _what_the_network_sees(model: ServedModel, search: NeighbourSearch | None, kernels: Path | None):
+    """The panel under the answer: the neighbours gallery (None where no embedding is served) and conv1."""
+    neighbours = None
+    embedding = f"`{model.name}_embedding`"
+    if search is not None:
+        pictures = "validation digits" if search.digits else "pictures from installed packages"
+        gr.Markdown(
+            f"The {NEIGHBOURS} {pictures} nearest to your image by the network's last hidden layer "
+            f"(fc7, {embedding} on Triton, Euclidean distance under each): the paper's Figure 4, live."
+        )
+        neighbours = gr.Gallery(
+            label="Nearest neighbours", columns=NEIGHBOURS // 2, rows=2, height=NEIGHBOURS_HEIGHT,
+            object_fit="contain", allow_preview=False, elem_id="neighbours",
+        )  # fmt: skip
+    else:
+        gr.Markdown(f"Triton does not serve {embedding}: export with `alexnet export onnx` to see these.")
+    if kernels is not None:
+        gr.Image(
+            value=str(kernels), label="First-layer kernels (the paper's Figure 3)", interactive=False,
+            height=KERNELS_HEIGHT, elem_id="kernels", elem_classes=["pixelated"],
+        )  # fmt: skip
+    else:
+        gr.Markdown("Start the page with `--repository` to see the first-layer kernels export drew.")
+    return neighbours
 
 
 def _example_label(path: Path, digits: bool) -> str:

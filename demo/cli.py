@@ -21,10 +21,17 @@ def demo(
     ] = "127.0.0.1",
     model: Annotated[str, typer.Option(help="Served model name (as exported with --name)")] = "alexnet",
     wait: Annotated[float, typer.Option(help="Seconds to wait for Triton to become ready")] = 30.0,
+    repository: Annotated[
+        Path | None,
+        typer.Option(
+            help="The model repository Triton serves: the page shows the first-layer kernels export drew"
+        ),
+    ] = None,
 ) -> None:
     """Open the Gradio page on a running Triton: upload, paste or draw an image, see the top-5 labels.
 
-    Example: alexnet serve --repository model_repository & alexnet demo --url 127.0.0.1:8001 --port 7860
+    Example: alexnet serve --repository model_repository &
+    alexnet demo --url 127.0.0.1:8001 --port 7860 --repository model_repository
     """
     from demo.app import build_demo, launch_demo
     from demo.quickstart import serve_forever
@@ -36,7 +43,7 @@ def demo(
     client = TritonClassifier(url, protocol=protocol, model=model)
     try:
         client.wait_until_ready(timeout=wait)
-        page = build_demo(client)
+        page = build_demo(client, repository)
     except ServingError as error:
         quickstart = "or run `alexnet quickstart`, which trains, exports, serves and opens the page"
         raise DemoError(f"{error}; {quickstart}") from None

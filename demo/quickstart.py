@@ -272,7 +272,7 @@ def run_quickstart(settings: QuickstartSettings, *, check: bool, say: Callable[[
             self_check(server.http_url, server.grpc_url, settings.name, card.metrics.get("top1"), say)
         with clock.stage("5/5 the demo page"):
             page_client = TritonClassifier(server.grpc_url, protocol="grpc", model=settings.name)
-            demo = build_demo(page_client)
+            demo = build_demo(page_client, settings.repository)
             page_port = port_or_free(settings.page_port, say)
             page_url = launch_demo(demo, host=settings.host, port=page_port, quiet=True)
             if check:

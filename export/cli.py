@@ -79,9 +79,18 @@ def onnx(
             "recommended start; raise it only where `alexnet bench` shows a gain).",
         ),
     ] = 0,
+    embedding: Annotated[
+        bool,
+        typer.Option(
+            "--embedding/--no-embedding",
+            help="Also write <name>_embedding (pixels -> the 4096 fc7 features, parity-checked like <name>) "
+            "and <name>_embedding_image (image bytes -> features).",
+        ),
+    ] = True,
 ) -> None:
     """Export to ONNX, check it against PyTorch, and write the Triton models <name>, <name>_image (ensemble),
-    <name>_preprocess and, with --int8, <name>_int8. REPO is only changed if every check passes.
+    <name>_preprocess, <name>_embedding and <name>_embedding_image (fc7 features; --no-embedding skips
+    them) and, with --int8, <name>_int8. REPO is only changed if every check passes.
 
     Example: alexnet export onnx --model runs/digits --repository model_repository --device cpu --int8
     """
@@ -100,6 +109,7 @@ def onnx(
         version=version,
         tolerance=parity_tolerance,
         queue_delay_us=queue_delay_us,
+        embedding=embedding,
     )
     typer.echo(f"wrote version {result.version} of {', '.join(result.models)} into {result.repository}")
 

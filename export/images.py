@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from export.errors import ExportError
+from serving.image_preprocessing import IMAGE_SUFFIXES
 from training.model_card import ModelCard
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 DEFAULT_LIMIT = 512  # enough to catch a real mismatch, small enough to run in seconds
 
 

@@ -26,10 +26,12 @@ import torch
 from torch import nn
 
 from export.errors import ExportError
+from training.model import Fc7Features, NormalisedPixels
 from training.model_card import ModelCard
 
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probabilities"
+EMBEDDING_OUTPUT_NAME = "embedding"
 LABELS_FILE = "labels.txt"
 ONNX_FILE = "model.onnx"
 # A protobuf file cannot exceed 2 GiB; above this the weights go to model.onnx.data beside it.
@@ -42,16 +44,23 @@ class PixelsToProbabilities(nn.Module):
     def __init__(self, network: nn.Module, card: ModelCard) -> None:
         super().__init__()
         self.network = network
-        mean = torch.tensor(card.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(card.std, dtype=torch.float32).view(1, 3, 1, 1)
-        # (x / 255 - mean) / std as one multiply-add: x * scale + shift.
-        self.register_buffer("scale", 1.0 / (255.0 * std))
-        self.register_buffer("shift", -mean / std)
+        self.normalise = NormalisedPixels(card.mean, card.std)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        # Cast before the transpose: TensorRT handles uint8 only at the input and in a Cast.
-        x = pixels.to(torch.float32).permute(0, 3, 1, 2) * self.scale + self.shift
-        return torch.softmax(self.network(x), dim=1)
+        return torch.softmax(self.network(self.normalise(pixels)), dim=1)
+
+
+class PixelsToFeatures(nn.Module):
+    """uint8 [N, S, S, 3] RGB pixels -> FP32 [N, 4096] fc7 features: the same cast and normalisation as
+    PixelsToProbabilities, the network up to fc7's ReLU (training.model.Fc7Features), no softmax."""
+
+    def __init__(self, network: nn.Module, card: ModelCard) -> None:
+        super().__init__()
+        self.network = Fc7Features(network)
+        self.normalise = NormalisedPixels(card.mean, card.std)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.network(self.normalise(pixels))
 
 
 class PoolFoldedAlexNet(nn.Module):
@@ -94,9 +103,31 @@ def export_onnx(network: nn.Module, card: ModelCard, path: Path, *, fold: bool =
 
     fold: fold the average pool into fc6 where that makes it smaller (see the module docstring).
     """
+    return _export_wrapped(network, card, path, PixelsToProbabilities, OUTPUT_NAME, fold=fold)
+
+
+def export_embedding_onnx(network: nn.Module, card: ModelCard, path: Path) -> Path:
+    """The `alexnet_embedding` graph: uint8 pixels -> FP32 fc7 features (`PixelsToFeatures`), folded,
+    checked and stamped like export_onnx's."""
+    features = network.classifier[-1].in_features
+    output = f"{EMBEDDING_OUTPUT_NAME}: float32 [batch, {features}] fc7 features (after its ReLU)"
+    extra = {"output": output}
+    return _export_wrapped(network, card, path, PixelsToFeatures, EMBEDDING_OUTPUT_NAME, extra=extra)
+
+
+def _export_wrapped(
+    network: nn.Module,
+    card: ModelCard,
+    path: Path,
+    wrap: type[nn.Module],
+    output_name: str,
+    *,
+    fold: bool = True,
+    extra: dict[str, str] | None = None,
+) -> Path:
     size = card.image_size
     folded = fold_average_pool(network, size) if fold else None
-    wrapper = PixelsToProbabilities(folded or network, card).eval()
+    wrapper = wrap(folded or network, card).eval()
     # torch.export specialises a dimension of size 0 or 1, so trace with a batch of 2.
     example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1)
@@ -108,7 +139,7 @@ def export_onnx(network: nn.Module, card: ModelCard, path: Path, *, fold: bool =
                 wrapper,
                 (example,),
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=[output_name],
                 dynamic_shapes={"pixels": {0: batch}},
                 dynamo=True,
                 external_data=external,
@@ -118,7 +149,8 @@ def export_onnx(network: nn.Module, card: ModelCard, path: Path, *, fold: bool =
     except Exception as error:  # the exporter raises many types; all mean "this network did not export"
         raise ExportError(f"torch.onnx.export failed for the {card.architecture} network: {error}") from error
     program.save(str(path), external_data=external)
-    stamp_metadata(path, card, {"average_pool_folded_into_fc6": "yes" if folded is not None else "no"})
+    folding = {"average_pool_folded_into_fc6": "yes" if folded is not None else "no"}
+    stamp_metadata(path, card, folding | (extra or {}))
     check_onnx(path)
     return path
 

@@ -1,4 +1,5 @@
-"""`alexnet export onnx` as a function: model dir -> checked ONNX (+ INT8) -> Triton repository.
+"""`alexnet export onnx` as a function: model dir -> checked ONNX (+ INT8, + the fc7 embedding) -> Triton
+repository.
 
 Nothing reaches REPO before every check has passed: the files are written and checked in a scratch
 folder beside REPO (see repository.RepositoryUpdate) and moved in at the end.
@@ -15,8 +16,8 @@ import numpy as np
 
 from export.errors import ExportError
 from export.images import real_images
-from export.onnx_export import INPUT_NAME, ONNX_FILE, export_onnx, stamp_metadata
-from export.parity import FP32_TOLERANCE, ParityReport, check_parity
+from export.onnx_export import INPUT_NAME, ONNX_FILE, export_embedding_onnx, export_onnx, stamp_metadata
+from export.parity import FP32_TOLERANCE, ParityReport, check_parity, run_batched
 from export.quantize import (
     MIN_INT8_AGREEMENT,
     QUANTIZATION,
@@ -32,12 +33,14 @@ from export.repository import (
     ModelNames,
     RepositoryUpdate,
     choose_version,
+    embedding_ensemble_config,
+    embedding_model_config,
     ensemble_config,
     onnx_model_config,
     preprocess_config,
 )
 from training.errors import TrainingError
-from training.model_card import WEIGHTS_FILE, ModelCard
+from training.model_card import KERNELS_FILE, WEIGHTS_FILE, ModelCard
 
 PREPROCESS_MODEL_SOURCE = Path(__file__).with_name("triton_preprocess_model.py")
 PARITY_BATCH_SIZES = (1, 7)  # plus the maximum batch size
@@ -51,11 +54,14 @@ class ExportResult:
     parity: ParityReport
     int8: Int8Report | None = None
     written: list[Path] = field(default_factory=list)
+    embedding: ParityReport | None = None
 
     def summary(self) -> str:
         lines = [self.parity.summary()]
         if self.int8 is not None:
             lines.append(self.int8.summary())
+        if self.embedding is not None:
+            lines.append(self.embedding.summary())
         lines.append(f"wrote version {self.version} of {', '.join(self.models)} into {self.repository}")
         return "\n".join(lines)
 
@@ -84,13 +90,14 @@ def load_checked_model(model_dir: Path):
     return network, card
 
 
-def torch_classifier(network, card: ModelCard) -> Callable[[np.ndarray], np.ndarray]:
-    """The PyTorch reference: the same wrapper the exporter traced, in eval mode, on the CPU."""
+def torch_classifier(network, card: ModelCard, wrap=None) -> Callable[[np.ndarray], np.ndarray]:
+    """The PyTorch reference: the same wrapper the exporter traced (`wrap`, default PixelsToProbabilities),
+    in eval mode, on the CPU."""
     import torch
 
     from export.onnx_export import PixelsToProbabilities
 
-    wrapper = PixelsToProbabilities(network, card).eval()
+    wrapper = (wrap or PixelsToProbabilities)(network, card).eval()
 
     def classify(pixels: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -160,6 +167,7 @@ def export_repository(
     tolerance: float = FP32_TOLERANCE,
     queue_delay_us: int = DEFAULT_QUEUE_DELAY_MICROSECONDS,
     log: Callable[[str], None] = print,
+    embedding: bool = True,
 ) -> ExportResult:
     """Export `model_dir` into the Triton repository `repository` (see the module docstring)."""
     from serving.onnx_session import create_session
@@ -169,6 +177,7 @@ def export_repository(
     images, images_name = real_images(card, calibration_data)
     names = ModelNames(name)
     model_names = [names.onnx, names.preprocess, names.image] + ([names.int8] if int8 else [])
+    model_names += [names.embedding, names.embedding_image] if embedding else []
     version = choose_version(repository, model_names, version)
 
     with RepositoryUpdate(repository) as update:
@@ -202,6 +211,16 @@ def export_repository(
             )
             log(int8_report.summary())
 
+        _write_kernel_figure(update.version_dir(names.onnx, version), network)
+        embedding_parity = None
+        if embedding:
+            embedding_parity = _export_embedding(
+                update, names, version, network, card, images, images_name,
+                max_batch_size=max_batch_size, tolerance=tolerance, device=device,
+                queue_delay_us=queue_delay_us,
+            )  # fmt: skip
+            log(embedding_parity.summary())
+
         batching = {"max_batch_size": max_batch_size, "queue_delay_us": queue_delay_us}
         update.add_config(onnx_model_config(names.onnx, card, device=device, fp16=fp16, **batching), card)
         if int8:
@@ -215,7 +234,7 @@ def export_repository(
         update.version_dir(names.image, version)
         update.add_config(ensemble_config(names, card, max_batch_size=max_batch_size), card)
         written = update.commit()
-    return ExportResult(repository, version, model_names, parity, int8_report, written)
+    return ExportResult(repository, version, model_names, parity, int8_report, written, embedding_parity)
 
 
 def _export_int8(
@@ -241,3 +260,90 @@ def _stage_preprocess(update: RepositoryUpdate, names: ModelNames, version: int)
     version_dir = update.version_dir(names.preprocess, version)
     shutil.copyfile(PREPROCESS_MODEL_SOURCE, version_dir / "model.py")
     shutil.copyfile(image_preprocessing.__file__, version_dir / "image_preprocessing.py")
+
+
+def _write_kernel_figure(version_dir: Path, network) -> None:
+    """The first layer's kernels (the paper's Figure 3) beside the served model, for the demo to show
+    (the demo never imports torch)."""
+    from training.figures import kernel_figure, write_png
+
+    write_png(kernel_figure(network), version_dir / KERNELS_FILE)
+
+
+def _export_embedding(
+    update: RepositoryUpdate,
+    names: ModelNames,
+    version: int,
+    network,
+    card: ModelCard,
+    images: np.ndarray,
+    images_name: str,
+    *,
+    max_batch_size: int,
+    tolerance: float,
+    device: str,
+    queue_delay_us: int,
+) -> ParityReport:
+    """<name>_embedding (pixels -> fc7 features) and <name>_embedding_image (image bytes -> features),
+    after the same parity gate as <name>."""
+    from export.onnx_export import PixelsToFeatures
+    from serving.onnx_session import create_session
+
+    path = export_embedding_onnx(network, card, update.version_dir(names.embedding, version) / ONNX_FILE)
+    parity = check_features_against_pytorch(
+        torch_classifier(network, card, PixelsToFeatures),
+        ort_classifier(create_session(path, device="cpu")),
+        images,
+        images_name,
+        image_size=card.image_size,
+        batch_sizes=(*PARITY_BATCH_SIZES, max_batch_size),
+        max_batch_size=max_batch_size,
+        tolerance=tolerance,
+    )
+    if not parity.passed:
+        raise ExportError(
+            f"the ONNX embedding model does not match PyTorch ({parity.failures()}); {update.repository} "
+            "was left unchanged. Export with --no-embedding to skip it, and report this"
+        )
+    features = network.classifier[-1].in_features
+    update.add_config(
+        embedding_model_config(
+            names.embedding, card, features=features, max_batch_size=max_batch_size, device=device,
+            queue_delay_us=queue_delay_us,
+        ),
+        labels=False,
+    )  # fmt: skip
+    update.version_dir(names.embedding_image, version)  # an ensemble's empty version folder, as above
+    update.add_config(
+        embedding_ensemble_config(names, card, features=features, max_batch_size=max_batch_size), labels=False
+    )
+    return parity
+
+
+def check_features_against_pytorch(
+    reference: Callable[[np.ndarray], np.ndarray],
+    candidate: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    images_name: str,
+    *,
+    image_size: int,
+    batch_sizes: tuple[int, ...],
+    max_batch_size: int,
+    tolerance: float,
+) -> ParityReport:
+    """The probabilities' parity gate on features: probabilities lie in [0, 1]; features are divided by the
+    reference's largest feature on the real images first, so the same tolerance means the same thing."""
+    largest = float(np.abs(run_batched(reference, images, max_batch_size)).max()) if len(images) else 0.0
+    scale = largest or 1.0
+    return check_parity(
+        lambda pixels: reference(pixels) / scale,
+        lambda pixels: candidate(pixels) / scale,
+        images=images,
+        images_name=images_name,
+        image_size=image_size,
+        batch_sizes=batch_sizes,
+        max_batch_size=max_batch_size,
+        tolerance=tolerance,
+        reference_name=f"PyTorch eager fc7 features / {scale:.4g} (their largest value)",
+        candidate_name="ONNX Runtime FP32 fc7 features",
+    )

@@ -6,6 +6,8 @@ Layout for `--name alexnet`:
     REPO/alexnet_int8/...                                                (the same, static INT8)
     REPO/alexnet_preprocess/config.pbtxt, <version>/model.py, image_preprocessing.py
     REPO/alexnet_image/config.pbtxt, labels.txt, <version>/             (ensemble: image bytes in)
+    REPO/alexnet_embedding/config.pbtxt, <version>/model.onnx           (pixels -> fc7 features)
+    REPO/alexnet_embedding_image/config.pbtxt, <version>/               (ensemble: image bytes -> features)
     REPO/alexnet_trt/config.pbtxt, labels.txt, <version>/model.plan     (`alexnet export tensorrt`)
 
 Configs are ModelConfig messages from the protobuf classes tritonclient ships (the schema Triton
@@ -29,7 +31,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export.errors import ExportError
-from export.onnx_export import INPUT_NAME, LABELS_FILE, OUTPUT_NAME
+from export.onnx_export import EMBEDDING_OUTPUT_NAME, INPUT_NAME, LABELS_FILE, OUTPUT_NAME
 from training.model_card import ModelCard
 
 CONFIG_FILE = "config.pbtxt"
@@ -75,6 +77,14 @@ class ModelNames:
     @property
     def trt(self) -> str:
         return f"{self.base}_trt"
+
+    @property
+    def embedding(self) -> str:
+        return f"{self.base}_embedding"
+
+    @property
+    def embedding_image(self) -> str:
+        return f"{self.base}_embedding_image"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,22 +234,63 @@ def preprocess_config(name: str, card: ModelCard, *, max_batch_size: int, device
 
 def ensemble_config(names: ModelNames, card: ModelCard, *, max_batch_size: int) -> mc.ModelConfig:
     """`alexnet_image`: image bytes -> preprocess -> alexnet -> probabilities, with the same labels."""
-    config = mc.ModelConfig(name=names.image, platform="ensemble", max_batch_size=max_batch_size)
+    return _image_ensemble(
+        names.image, names.preprocess, names.onnx, _probabilities_output(card), card, max_batch_size
+    )
+
+
+def embedding_model_config(
+    name: str,
+    card: ModelCard,
+    *,
+    features: int,
+    max_batch_size: int,
+    device: str,
+    queue_delay_us: int = DEFAULT_QUEUE_DELAY_MICROSECONDS,
+) -> mc.ModelConfig:
+    """`alexnet_embedding`: the `alexnet` model's config (input, batching, warm-up, accelerator) with the
+    fc7 features as its output, FP32 [features], no labels."""
+    config = onnx_model_config(
+        name, card, max_batch_size=max_batch_size, device=device, queue_delay_us=queue_delay_us
+    )
+    config.ClearField("output")
+    config.output.append(_embedding_output(features))
+    return config
+
+
+def embedding_ensemble_config(
+    names: ModelNames, card: ModelCard, *, features: int, max_batch_size: int
+) -> mc.ModelConfig:
+    """`alexnet_embedding_image`: image bytes -> preprocess -> alexnet_embedding -> fc7 features."""
+    return _image_ensemble(
+        names.embedding_image, names.preprocess, names.embedding, _embedding_output(features), card,
+        max_batch_size,
+    )  # fmt: skip
+
+
+def _embedding_output(features: int) -> mc.ModelOutput:
+    return mc.ModelOutput(name=EMBEDDING_OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[features])
+
+
+def _image_ensemble(
+    name: str, preprocess: str, network: str, output: mc.ModelOutput, card: ModelCard, max_batch_size: int
+) -> mc.ModelConfig:
+    config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
     _keep_previous_version(config)
     config.input.append(mc.ModelInput(name="image", data_type=mc.TYPE_STRING, dims=[1]))
-    config.output.append(_probabilities_output(card))
+    config.output.append(output)
     steps = config.ensemble_scheduling.step
     steps.add(
-        model_name=names.preprocess,
+        model_name=preprocess,
         model_version=-1,
         input_map={"image": "image"},
         output_map={INPUT_NAME: "preprocessed_pixels"},
     )
     steps.add(
-        model_name=names.onnx,
+        model_name=network,
         model_version=-1,
         input_map={INPUT_NAME: "preprocessed_pixels"},
-        output_map={OUTPUT_NAME: OUTPUT_NAME},
+        output_map={output.name: output.name},
     )
     _set_parameters(config, card_parameters(card))
     return config

@@ -94,7 +94,9 @@ def serve(
 
 
 def classify(
-    images: Annotated[list[Path], typer.Argument(help="JPEG, PNG or WebP files", show_default=False)],
+    images: Annotated[
+        list[Path], typer.Argument(help="JPEG, PNG or WebP files, or folders of them", show_default=False)
+    ],
     url: UrlOption = None,
     protocol: ProtocolOption = "grpc",
     top_k: Annotated[int, typer.Option(help="How many labels per image")] = 5,
@@ -109,20 +111,38 @@ def classify(
         ),
     ] = "pixels",
     wait: Annotated[float, typer.Option(help="Seconds to wait for the server to be ready")] = 30.0,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Also classify the images in the folders' subfolders")
+    ] = False,
+    embed: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write each image's fc7 features (4096 FP32, from <model>_embedding) to this file: "
+            ".npy (one row per image, in the order printed) or .json ([{image, embedding}, ...])",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Classify image files with the served model; many files go in one request (up to its max batch size).
+    A folder stands for its JPEG/PNG/WebP files, in name order (--recursive: its subfolders' too).
 
     Example: alexnet classify cat.jpg dog.png --url 127.0.0.1:8001 --top-k 3 --json
+    Example: alexnet classify photos/ --recursive --embed features.npy
     """
-    from serving.client import SEND_MODES, TritonClassifier
+    from serving.client import SEND_MODES, TritonClassifier, list_image_files
 
     if send not in SEND_MODES:
         raise ServingError(f"unknown --send {send!r}: use pixels or bytes")
     if top_k < 1:
         raise ServingError(f"--top-k {top_k}: ask for at least 1 label")
+    if embed is not None and embed.suffix.lower() not in EMBEDDING_SUFFIXES:
+        raise ServingError(f"--embed {embed}: name a .npy or a .json file")
+    images = list_image_files(images, recursive=recursive)
     with TritonClassifier(url, protocol=protocol, model=model) as classifier:
         classifier.wait_until_ready(timeout=wait)
         results = classifier.classify_files(images, top_k=top_k, send=send)
+        if embed is not None:
+            write_embeddings(embed, images, classifier.embed_files(images, send=send))
     records = [
         {
             "image": str(path),
@@ -131,6 +151,31 @@ def classify(
         for path, predictions in zip(images, results, strict=True)
     ]
     typer.echo(json.dumps(records, indent=2) if json_output else format_table(records))
+    if embed is not None:
+        typer.echo(f"wrote the fc7 features of {len(images)} images to {embed}", err=True)
+
+
+EMBEDDING_SUFFIXES = (".npy", ".json")
+
+
+def write_embeddings(path: Path, images: list[Path], features) -> None:
+    """The features as .npy (float32 [N, D], row i for images[i]) or JSON, replacing `path` whole."""
+    import io
+
+    import numpy as np
+
+    from training.files import atomic_write  # standard library only
+
+    if path.suffix.lower() == ".npy":
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(features, dtype=np.float32))
+        data = buffer.getvalue()
+    else:
+        pairs = zip(images, features, strict=True)
+        data = json.dumps([{"image": str(image), "embedding": row.tolist()} for image, row in pairs]).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def format_table(records: list[dict]) -> str:

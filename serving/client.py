@@ -25,11 +25,11 @@ import numpy as np
 import tenacity
 
 from serving.errors import ServingError
-from serving.image_preprocessing import ImageError, prepare_image
+from serving.image_preprocessing import IMAGE_SUFFIXES, ImageError, prepare_image
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
-PIXELS, IMAGE, PROBABILITIES = "pixels", "image", "probabilities"
+PIXELS, IMAGE, PROBABILITIES, EMBEDDING = "pixels", "image", "probabilities", "embedding"
 SEND_MODES = ("pixels", "bytes")
 RETRYABLE_STATUSES = ("UNAVAILABLE",)  # the server is restarting or reloading the model: try again
 
@@ -97,6 +97,29 @@ def is_retryable(error: BaseException) -> bool:
 def image_model_name(model: str) -> str:
     """The ensemble that takes encoded image bytes for `model`."""
     return f"{model}_image"
+
+
+def embedding_model_name(model: str) -> str:
+    """The model that returns `model`'s fc7 features for pixels (append "_image" for encoded images)."""
+    return f"{model}_embedding"
+
+
+def list_image_files(paths: Iterable[str | Path], *, recursive: bool = False) -> list[Path]:
+    """The files to classify: each file as given; a folder stands for its JPEG/PNG/WebP files, sorted by
+    name (with `recursive`, those of its subfolders too), as Triton's example image client reads folders."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(path)
+            continue
+        candidates = path.rglob("*") if recursive else path.iterdir()
+        found = sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not found:
+            subfolders = not recursive and any(p.is_dir() for p in path.iterdir())
+            hint = ": add --recursive to read its subfolders" if subfolders else ""
+            raise ServingError(f"no JPEG, PNG or WebP files in the folder {path}{hint}")
+        files.extend(found)
+    return files
 
 
 def parse_classification(entry: bytes | str) -> Prediction:
@@ -324,15 +347,17 @@ class TritonClassifier:
 
     # -- inference ---------------------------------------------------------------------------------------
 
-    def _infer(self, model: str, input_name: str, batch: np.ndarray, top_k: int) -> list[list[Prediction]]:
-        module = self._module
+    def _request(self, model: str, input_name: str, batch: np.ndarray, output):
         datatype = "BYTES" if batch.dtype == np.object_ else _triton_dtype(batch.dtype)
-        infer_input = module.InferInput(input_name, list(batch.shape), datatype)
+        infer_input = self._module.InferInput(input_name, list(batch.shape), datatype)
         infer_input.set_data_from_numpy(batch)
-        output = module.InferRequestedOutput(PROBABILITIES, class_count=top_k)
-        result = self._call(
+        return self._call(
             f"{model} inference", self._client().infer, model, [infer_input], outputs=[output]
         )
+
+    def _infer(self, model: str, input_name: str, batch: np.ndarray, top_k: int) -> list[list[Prediction]]:
+        output = self._module.InferRequestedOutput(PROBABILITIES, class_count=top_k)
+        result = self._request(model, input_name, batch, output)
         ranked = result.as_numpy(PROBABILITIES)
         return [
             [parse_classification(entry) for entry in np.atleast_1d(row)]
@@ -361,10 +386,30 @@ class TritonClassifier:
         """Top-k predictions for encoded JPEG/PNG/WebP files, decoded and resized by the server."""
         if not images:
             return []
-        batch = np.empty((len(images), 1), dtype=np.object_)
-        for row, data in enumerate(images):
-            batch[row, 0] = bytes(data)
-        return self._infer_chunked(image_model_name(self.model), IMAGE, batch, top_k)
+        return self._infer_chunked(image_model_name(self.model), IMAGE, _bytes_batch(images), top_k)
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """fc7 features FP32 [N, 4096] of uint8 [N, S, S, 3] RGB pixels, from <model>_embedding."""
+        pixels = np.asarray(pixels)
+        batch = pixels[np.newaxis] if pixels.ndim == 3 else pixels
+        return self._embed(embedding_model_name(self.model), PIXELS, batch)
+
+    def embed_bytes(self, images: Sequence[bytes]) -> np.ndarray:
+        """fc7 features of encoded JPEG/PNG/WebP files, decoded by the server (<model>_embedding_image)."""
+        return self._embed(image_model_name(embedding_model_name(self.model)), IMAGE, _bytes_batch(images))
+
+    def _embed(self, model: str, input_name: str, batch: np.ndarray) -> np.ndarray:
+        output = self._module.InferRequestedOutput(EMBEDDING)
+        limit = max(1, self.max_batch_size(model) or len(batch))
+        chunks = []
+        for start in range(0, len(batch), limit):
+            chunk = np.ascontiguousarray(batch[start : start + limit])
+            chunks.append(self._request(model, input_name, chunk, output).as_numpy(EMBEDDING))
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+    def embed_files(self, paths: Sequence[str | Path], send: str = "pixels") -> np.ndarray:
+        """fc7 features FP32 [N, 4096] per file, row i for paths[i]; `send` as in classify_files."""
+        return self._send_files(paths, send, self.embed_pixels, self.embed_bytes)
 
     def prepare_files(self, paths: Iterable[str | Path]) -> np.ndarray:
         """Decode and resize files here, exactly as the model was evaluated: uint8 [N, S, S, 3]."""
@@ -384,10 +429,19 @@ class TritonClassifier:
         self, paths: Sequence[str | Path], top_k: int = 5, send: str = "pixels"
     ) -> list[list[Prediction]]:
         """Top-k predictions per file. send="pixels" resizes here; send="bytes" lets the server decode."""
+        return self._send_files(
+            paths,
+            send,
+            lambda pixels: self.classify_pixels(pixels, top_k),
+            lambda contents: self.classify_bytes(contents, top_k),
+        )
+
+    def _send_files(self, paths, send: str, for_pixels, for_bytes):
+        """Resize here and call `for_pixels`, or send the files to `for_bytes`; errors name the file."""
         if send not in SEND_MODES:
             raise ServingError(f"unknown send mode {send!r}: use pixels or bytes")
         if send == "pixels":
-            return self.classify_pixels(self.prepare_files(paths), top_k)
+            return for_pixels(self.prepare_files(paths))
         contents = []
         for path in paths:
             try:
@@ -395,21 +449,23 @@ class TritonClassifier:
             except OSError as error:
                 raise ServingError(f"cannot read {path}: {error.strerror or error}") from error
         try:
-            return self.classify_bytes(contents, top_k)
+            return for_bytes(contents)
         except InferenceRejected as error:
-            if error.status != "INVALID_ARG" or len(contents) == 1:
+            if error.status != "INVALID_ARG":
                 raise
-            return self._blame_file(paths, contents, top_k, error)
+            if len(contents) == 1:
+                raise InferenceRejected(f"{paths[0]}: {error}", error.status) from error
+            self._blame_file(paths, contents, for_bytes)
+            raise
 
-    def _blame_file(self, paths, contents, top_k, batch_error: InferenceRejected) -> list[list[Prediction]]:
+    @staticmethod
+    def _blame_file(paths, contents, for_bytes) -> None:
         """A batch failed: resend one by one to name the file the server rejected."""
-        results = []
         for path, data in zip(paths, contents, strict=True):
             try:
-                results.extend(self.classify_bytes([data], top_k))
+                for_bytes([data])
             except InferenceRejected as error:
                 raise InferenceRejected(f"{path}: {error}", error.status) from error
-        raise batch_error
 
     def close(self) -> None:
         with self._lock:
@@ -445,6 +501,14 @@ def grpc_channel_args() -> list[tuple[str, int]]:
         ("grpc.min_reconnect_backoff_ms", 250),
         ("grpc.max_reconnect_backoff_ms", 1000),
     ]
+
+
+def _bytes_batch(images: Sequence[bytes]) -> np.ndarray:
+    """Encoded files as Triton's BYTES tensor [N, 1]."""
+    batch = np.empty((len(images), 1), dtype=np.object_)
+    for row, data in enumerate(images):
+        batch[row, 0] = bytes(data)
+    return batch
 
 
 def _strip_scheme(url: str) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # how files of the accepted formats are named
 MAX_IMAGE_BYTES = 16 * 1024 * 1024  # larger uploads are refused before decoding
 MAX_IMAGE_PIXELS = 36_000_000  # width x height, read from the header before decoding (6000 x 6000)
 
@@ -50,10 +51,18 @@ def decode_image(
         raise ImageError(
             f"image is far above the limit of {max_pixels:,} pixels ({error}): resize it before sending"
         ) from error
-    except UnidentifiedImageError as error:
-        raise ImageError(f"not a readable JPEG, PNG or WebP image ({error})") from error
+    except UnidentifiedImageError:
+        # Pillow's own message names only its BytesIO object: say what the bytes are instead.
+        raise ImageError(f"not a readable JPEG, PNG or WebP image: {_what_the_bytes_are(data)}") from None
     except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt image data
         raise ImageError(f"corrupt or truncated image ({error})") from error
+
+
+def _what_the_bytes_are(data: bytes) -> str:
+    head = data[:512]
+    if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
+        return "the file holds text, not a picture"
+    return "its first bytes match no image format (a different file type, or a damaged image)"
 
 
 def resize_and_crop(image: Image.Image, *, resize_size: int, image_size: int) -> np.ndarray:

@@ -82,7 +82,7 @@ def browser_page(chromium_browser):
 
 
 @pytest.fixture(scope="session")
-def digits_demo(digits_server) -> Iterator[RunningDemo]:
+def digits_demo(digits_server, digits_repository) -> Iterator[RunningDemo]:
     """The demo page (built by build_demo with a real gRPC client) on a free port, for the session."""
     from demo.app import build_demo, launch_demo
     from serving.client import TritonClassifier
@@ -90,7 +90,7 @@ def digits_demo(digits_server) -> Iterator[RunningDemo]:
 
     client = TritonClassifier(digits_server.grpc_url, protocol="grpc")
     client.wait_until_ready(timeout=60)
-    page = build_demo(client)
+    page = build_demo(client, digits_repository)
     url = launch_demo(page, port=free_port(), quiet=True)
     yield RunningDemo(url=url, triton_grpc_url=digits_server.grpc_url, client=client)
     page.close(verbose=False)

@@ -43,6 +43,26 @@ def test_page_api_gives_the_same_top5_as_alexnet_classify(digits_demo, page_api)
         assert "round trip" in details and "ms" in details
 
 
+def test_neighbours_through_the_page_share_the_digit_for_most_validation_examples(digits_demo, page_api):
+    """The page's neighbours endpoint for each of its ten validation examples: the six nearest validation
+    digits by the served fc7 features, captioned "label · distance", nearest first, the example itself
+    left out; most share the example's digit."""
+    from gradio_client import handle_file
+
+    from demo.neighbours import NEIGHBOURS
+
+    agreeing = 0
+    for path in digit_example_files():
+        digit = path.stem.removeprefix("digit_").split("_val")[0]
+        gallery = page_api.predict(handle_file(str(path)), api_name="/neighbours")
+        captions = [item["caption"] for item in gallery]
+        assert len(captions) == NEIGHBOURS, captions
+        distances = [float(caption.split(" · ")[1]) for caption in captions]
+        assert distances == sorted(distances)
+        agreeing += sum(caption.split(" · ")[0] == digit for caption in captions)
+    assert agreeing >= 0.8 * 10 * NEIGHBOURS, agreeing
+
+
 def test_a_drawn_digit_becomes_its_scan_and_gets_tritons_answer_for_it(digits_demo, page_api, tmp_path):
     """Validation digits drawn on the sketchpad (big, black on a transparent canvas): the page turns each
     back into an 8x8 scan like the original and shows what Triton answers for that scan."""

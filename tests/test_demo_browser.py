@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 TOP_LABEL = '#answer [data-testid="label-output-value"]'
 CONFIDENCES = '#answer [data-testid$="-confidence-set"]'
 UPLOAD = "#input-image input[type=file]"
+NEIGHBOUR_CAPTIONS = "#neighbours .caption-label"
 TOAST_FADE_IN_MS = 600  # Gradio's error toast is "visible" at once but fades in: wait before a screenshot
 
 
@@ -36,19 +37,42 @@ def surest_validation_digit(client) -> tuple[Path, str]:
     return path, true_digit(path)
 
 
-def test_uploaded_validation_digit_gets_the_right_answer(digits_demo, browser_page, artifacts_dir):
-    path, digit = surest_validation_digit(digits_demo.client)
-    page = browser_page
-    page.goto(digits_demo.url)
+def upload_surest_digit(demo, page) -> str:
+    """Upload the validation digit the model is surest of; its digit, once the page shows it as the answer."""
+    path, digit = surest_validation_digit(demo.client)
+    page.goto(demo.url)
     expect(page.locator("#server-status")).to_contain_text("Triton: ready")
     page.set_input_files(UPLOAD, str(path))
-
     expect(page.locator(TOP_LABEL)).to_have_text(digit)
+    return digit
+
+
+def test_uploaded_validation_digit_gets_the_right_answer(digits_demo, browser_page, artifacts_dir):
+    page = browser_page
+    upload_surest_digit(digits_demo, page)
     expect(page.locator(CONFIDENCES)).to_have_count(5)
     details = page.locator("#answer-details")
     expect(details).to_contain_text("round trip")
     expect(details).to_contain_text("answered by alexnet version 1 over gRPC")
     page.screenshot(path=artifacts_dir / "demo_digits_upload.png", full_page=True)
+
+
+def test_the_neighbours_of_a_validation_digit_are_mostly_that_digit(digits_demo, browser_page, artifacts_dir):
+    """The panel under the answer: six validation digits nearest by the served fc7 features (the paper's
+    Figure 4), and the first-layer kernels export drew beside the served model (its Figure 3)."""
+    from demo.neighbours import NEIGHBOURS
+
+    page = browser_page
+    digit = upload_surest_digit(digits_demo, page)
+    captions = page.locator(NEIGHBOUR_CAPTIONS)
+    expect(captions).to_have_count(NEIGHBOURS)
+    labels = [caption.split(" · ")[0] for caption in captions.all_inner_texts()]
+    assert sum(label == digit for label in labels) > NEIGHBOURS // 2, labels
+    kernels = page.locator("#kernels img")
+    expect(kernels).to_be_visible()
+    assert kernels.evaluate("image => image.naturalWidth") > 0  # the PNG export wrote, loaded
+    page.locator("#network-sees").scroll_into_view_if_needed()
+    page.screenshot(path=artifacts_dir / "demo_neighbours.png", full_page=True)
 
 
 def test_clicking_an_example_classifies_it(digits_demo, browser_page):

@@ -46,7 +46,7 @@ def test_demo_imports_no_torch():
     code = textwrap.dedent(
         """
         import sys
-        import demo.app, demo.cli, demo.quickstart, demo.examples
+        import demo.app, demo.cli, demo.quickstart, demo.examples, demo.neighbours
         from demo.examples import digit_example_files
         digit_example_files()
         assert "torch" not in sys.modules, "the demo imported torch"

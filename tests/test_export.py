@@ -24,6 +24,7 @@ from training.model_card import ModelCard
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("alexnet", "alexnet_preprocess", "alexnet_image")
+EMBEDDING_MODELS = ("alexnet_embedding", "alexnet_embedding_image")  # tests/test_embedding.py checks them
 
 
 def export_onnx_cli(model_dir: Path, repository: Path, *options: str) -> subprocess.CompletedProcess:
@@ -73,7 +74,7 @@ def onnx_io(path: Path) -> dict[str, tuple]:
 def test_repository_configs_parse_and_match_the_onnx_files(digits_repository: Path, digits_model_dir: Path):
     card = ModelCard.load(digits_model_dir)
     size = card.image_size
-    assert sorted(p.name for p in digits_repository.iterdir()) == sorted(MODELS)
+    assert sorted(p.name for p in digits_repository.iterdir()) == sorted(MODELS + EMBEDDING_MODELS)
     configs = {name: read_config(digits_repository / name) for name in MODELS}
     name = "alexnet"
     config = configs[name]
@@ -290,7 +291,7 @@ def test_exporting_again_adds_a_version_and_keeps_the_old(repository_copy: Path,
     assert again.returncode == 0, again.stdout + again.stderr
     assert read_config(repository_copy / "alexnet").dynamic_batching.max_queue_delay_microseconds == 250
     assert "top-1 agreement 100.00%" in again.stdout
-    for name in ("alexnet", "alexnet_preprocess", "alexnet_image"):
+    for name in ("alexnet", "alexnet_preprocess", "alexnet_image", *EMBEDDING_MODELS):
         assert sorted(p.name for p in (repository_copy / name).iterdir() if p.is_dir()) == ["1", "2"]
     assert tree_digest(repository_copy / "alexnet" / "1") == version_1
     read_config(repository_copy / "alexnet")  # still parses after the update

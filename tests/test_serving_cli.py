@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import typer
 from fixtures_demo import read_until
+from fixtures_training import alexnet_in_process
 from typer.testing import CliRunner
 
 from serving import cli
@@ -115,6 +116,63 @@ def test_classify_prints_a_table_over_http_with_bytes(digits_server, digit_files
     assert len(lines) == 1 + 3 * 2
     for path in paths:
         assert any(line.startswith(path) for line in lines)
+
+
+def test_classify_reads_a_folder_in_name_order_and_its_subfolders_with_recursive(
+    digits_server, digit_files, tmp_path
+):
+    folder = tmp_path / "scans"
+    (folder / "more").mkdir(parents=True)
+    for source, name in zip(digit_files.paths[:4], ["b", "a", "c", "more/d"], strict=True):
+        (folder / name).with_suffix(source.suffix).write_bytes(source.read_bytes())
+    (folder / "notes.txt").write_text("not an image, and not named like one: skipped")
+
+    def classified(*options: str) -> list[dict]:
+        result = CliRunner().invoke(
+            cli_app(), ["classify", str(folder), "--url", digits_server.grpc_url, "--json", *options]
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    top = [folder / f"{name}{source.suffix}" for name, source in zip("bac", digit_files.paths, strict=False)]
+    nested = folder / "more" / f"d{digit_files.paths[3].suffix}"
+    records = classified()
+    assert [record["image"] for record in records] == [str(path) for path in sorted(top)]
+    with TritonClassifier(digits_server.grpc_url) as classifier:
+        expected = classifier.classify_files(sorted(top), top_k=1)
+    assert [record["top"][0]["label"] for record in records] == [answer[0].label for answer in expected]
+    recursive = classified("--recursive")
+    assert [record["image"] for record in recursive] == [str(path) for path in sorted([*top, nested])]
+
+
+def test_a_folder_without_images_says_so_and_points_at_recursive(tmp_path):
+    (tmp_path / "photos" / "2024").mkdir(parents=True)
+    result = alexnet_in_process("classify", str(tmp_path / "photos"), "--wait", "0.1")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: no JPEG, PNG or WebP files in the folder {tmp_path / 'photos'}: "
+        "add --recursive to read its subfolders"
+    )
+
+
+@pytest.mark.parametrize("send", ["pixels", "bytes"])
+def test_an_unreadable_image_is_named_with_the_reason_in_plain_words(
+    digits_server, digit_files, tmp_path, send
+):
+    notes = tmp_path / "notes.png"
+    notes.write_text("these are my notes, not a picture")
+    result = alexnet_in_process(
+        "classify", str(digit_files.paths[0]), str(notes), "--url", digits_server.grpc_url, "--send", send
+    )
+    assert result.returncode == 2, result.stdout
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and str(notes) in line
+    assert "not a readable JPEG, PNG or WebP image: the file holds text, not a picture" in line
+    assert "BytesIO" not in line and "0x" not in line
+    missing = tmp_path / "gone.jpg"
+    result = alexnet_in_process("classify", str(missing), "--url", digits_server.grpc_url, "--send", send)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: cannot read {missing}: No such file or directory"
 
 
 def test_classify_explains_a_refused_connection(digit_files):

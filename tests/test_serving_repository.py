@@ -90,6 +90,8 @@ def test_int8_is_loaded_only_when_asked_and_the_plan_only_with_a_gpu(digits_repo
     notes = prepare_repository(repository, tmp_path / "default", settings=CPU_ONLY)
     assert sorted(p.name for p in (tmp_path / "default").iterdir()) == [
         "alexnet",
+        "alexnet_embedding",
+        "alexnet_embedding_image",
         "alexnet_image",
         "alexnet_preprocess",
     ]

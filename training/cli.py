@@ -253,3 +253,28 @@ def bench_train(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2) + "\n")
         typer.echo(f"wrote {json_out}")
+
+
+def figures(
+    model: Annotated[
+        Path, typer.Option(help="Model directory (model.safetensors + model.json) from `alexnet train`")
+    ] = Path("runs/digits"),
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the training and validation images are: digits, synthetic or an ImageNet-style "
+            "folder  \\[default: the data set model.json names]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Draw the 2012 paper's Figure 3 (the first layer's kernels; the paper architecture's two GPU halves
+    as two blocks) and Figure 4 (five validation images, each with the six training images nearest by
+    their fc7 features) for this model, as PNG files beside it, and measure Figure 4's claim: how often
+    the neighbours share the query's label, over the whole validation split.
+
+    Example: alexnet figures --model runs/digits
+    """
+    from training.figures import write_figures
+
+    typer.echo(write_figures(model, data).summary())

@@ -375,16 +375,26 @@ def validation_pixels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [N, S, S, 3] RGB validation images after the evaluation resize and crop (not normalised),
     and their int64 labels. `data` is "digits", "synthetic" or an ImageNet-style folder (its val/ split)."""
+    return split_pixels(card, data, "val", limit)
+
+
+def split_pixels(
+    card: ModelCard, data: str, split_name: str, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """validation_pixels for either split ("train" or "val"), both seen as evaluation sees them."""
     to_pixels = presets.eval_pixels(image_size=card.image_size, resize_size=card.resize_size)
     pixels: list[np.ndarray] = []
     labels: list[int] = []
     if data == "digits":
         split = load_digits_split()
-        for scan, label in zip(split.val_images[:limit], split.val_labels[:limit], strict=True):
+        train = split_name == "train"
+        images = split.train_images if train else split.val_images
+        split_labels = split.train_labels if train else split.val_labels
+        for scan, label in zip(images[:limit], split_labels[:limit], strict=True):
             pixels.append(np.asarray(to_pixels(digit_to_pil(scan)), dtype=np.uint8))
             labels.append(int(label))
     elif data == "synthetic":
-        dataset = SyntheticDataset(limit or 256, card.image_size, "val")
+        dataset = SyntheticDataset(limit or 256, card.image_size, split_name)
         for index in range(len(dataset)):
             image, label = dataset.pixels(index)
             pixels.append(image.permute(1, 2, 0).numpy())
@@ -397,7 +407,7 @@ def validation_pixels(
                 f"{root} has {len(class_folders)} classes but the model has {card.num_classes}: "
                 "pass the folder the model was trained on"
             )
-        for path, label in scan_split(root, "val", class_folders):
+        for path, label in scan_split(root, split_name, class_folders):
             if limit is not None and len(pixels) >= limit:
                 break
             try:
@@ -407,7 +417,7 @@ def validation_pixels(
             pixels.append(np.asarray(to_pixels(image), dtype=np.uint8))
             labels.append(label)
         if not pixels:
-            raise TrainingError(f"no readable images in {root / 'val'}: add JPEG or PNG files")
+            raise TrainingError(f"no readable images in {root / split_name}: add JPEG or PNG files")
     size = card.image_size
     stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
     return stacked, np.asarray(labels, dtype=np.int64)

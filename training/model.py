@@ -135,3 +135,41 @@ def build_model(
     if architecture == "paper":
         return PaperAlexNet(config)
     raise TrainingError(f"unknown architecture {architecture!r}: use one of {', '.join(ARCHITECTURES)}")
+
+
+class NormalisedPixels(nn.Module):
+    """uint8 [N, S, S, 3] RGB pixels -> the normalised float [N, 3, S, S] the network takes, with the model
+    card's mean/std: the first step of every served graph (export/onnx_export.py) and of the figures."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        mean_ = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std_ = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        # (x / 255 - mean) / std as one multiply-add: x * scale + shift.
+        self.register_buffer("scale", 1.0 / (255.0 * std_))
+        self.register_buffer("shift", -mean_ / std_)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        # Cast before the transpose: TensorRT handles uint8 only at the input and in a Cast.
+        return pixels.to(torch.float32).permute(0, 3, 1, 2) * self.scale + self.shift
+
+
+class Fc7Features(nn.Module):
+    """The network up to fc7 and its ReLU: the 4096 features whose Euclidean neighbours the paper's
+    Figure 4 shows (the last hidden layer; fc8 and its softmax left out). Shares the network's modules."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.features = network.features
+        self.avgpool = getattr(network, "avgpool", nn.Identity())  # folded into fc6 in an export
+        self.hidden = network.classifier[:-1]  # dropout layers are identities in eval mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hidden(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def first_layer_kernels(network: nn.Module) -> list[torch.Tensor]:
+    """conv1's kernels [K, 3, h, w], split into the groups the next convolution reads: the paper's two
+    GPU halves (conv2 has groups=2), or one group for the single-column network."""
+    conv1, conv2 = [m for m in network.modules() if isinstance(m, nn.Conv2d)][:2]
+    return list(conv1.weight.detach().cpu().chunk(conv2.groups))

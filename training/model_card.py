@@ -19,6 +19,9 @@ WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_CHECKPOINT_FILE = "checkpoint_best.pt"
 METRICS_FILE = "metrics.jsonl"
+# `alexnet figures` writes these beside the weights; export puts the kernels beside the served ONNX file too.
+KERNELS_FILE = "figure3_kernels.png"
+NEIGHBOURS_FILE = "figure4_neighbours.png"
 FORMAT_VERSION = 1
 ARCHITECTURES = ("torchvision", "paper")
 # Below 63 pixels the third max-pool of either architecture has nothing left to pool.

@@ -1,0 +1,83 @@
+"""`alexnet figures`: the paper's Figures 3 and 4 from the session's digits model, and Figure 4's claim."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+from fixtures_training import alexnet_in_process
+from PIL import Image
+
+from training.figures import (
+    CAPTION,
+    GAP,
+    KERNEL_ZOOM,
+    KERNELS_PER_ROW,
+    NEIGHBOURS,
+    QUERIES,
+    kernel_figure,
+)
+from training.model import build_model
+from training.model_card import KERNELS_FILE, MODEL_JSON, NEIGHBOURS_FILE, WEIGHTS_FILE
+
+
+def grid_side(kernels: int, per_row: int, kernel: int = 11) -> tuple[int, int]:
+    """make_grid's size with padding 1: (width, height) in pixels, before the zoom."""
+    rows = -(-kernels // per_row)
+    return per_row * (kernel + 1) + 1, rows * (kernel + 1) + 1
+
+
+@pytest.mark.slow
+def test_figures_of_the_digits_model_and_the_neighbours_claim(digits_model_dir, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in (MODEL_JSON, WEIGHTS_FILE):  # the session's model stays as it is
+        os.symlink(digits_model_dir / name, model / name)
+    result = alexnet_in_process("figures", "--model", str(model))
+    assert result.returncode == 0, result.stderr
+
+    kernels = Image.open(model / KERNELS_FILE)
+    width, height = grid_side(64, KERNELS_PER_ROW)  # torchvision's conv1: 64 kernels, one block
+    assert kernels.format == "PNG" and kernels.size == (width * KERNEL_ZOOM, height * KERNEL_ZOOM)
+    neighbours = Image.open(model / NEIGHBOURS_FILE)
+    tile = 64  # the model's input size
+    assert neighbours.size == ((1 + NEIGHBOURS) * tile + GAP, QUERIES * (tile + CAPTION))
+
+    # Figure 4's claim, measured over all 360 validation digits among the 1,437 training digits.
+    claim = (
+        r"360 validation images among 1437 training images\): the nearest has the query's label for "
+        rf"([\d.]+)%, the {NEIGHBOURS} nearest for ([\d.]+)%"
+    )
+    match = re.search(claim, result.stdout)
+    assert match, result.stdout
+    nearest, six = (float(value) / 100 for value in match.groups())
+    assert nearest >= 0.9 and six >= 0.9, result.stdout
+
+
+def test_the_paper_architecture_shows_its_two_gpu_halves_as_two_blocks():
+    torch.manual_seed(0)
+    network = build_model("paper", num_classes=10)
+    figure = np.asarray(kernel_figure(network))
+    width, height = grid_side(48, KERNELS_PER_ROW)  # 96 kernels: 48 per GPU, 3 rows of 16 each
+    block = height * KERNEL_ZOOM
+    assert figure.shape == (2 * block + GAP, width * KERNEL_ZOOM, 3)
+    assert (figure[block : block + GAP] == 255).all()  # white between the halves
+
+    # The top block is exactly the first GPU's 48 kernels: change one of the second half's, and only the
+    # bottom block changes.
+    conv1 = network.features[0]
+    with torch.no_grad():
+        conv1.weight[48:] = torch.randn_like(conv1.weight[48:])
+    changed = np.asarray(kernel_figure(network))
+    assert (changed[:block] == figure[:block]).all()
+    assert not (changed[block + GAP :] == figure[block + GAP :]).all()
+
+
+@pytest.mark.slow
+def test_figures_of_a_model_whose_data_is_elsewhere_say_what_to_pass(digits_model_dir, tmp_path):
+    result = alexnet_in_process("figures", "--model", str(digits_model_dir), "--data", str(tmp_path / "none"))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: --data {tmp_path / 'none'} is not a folder: pass --data DIR")

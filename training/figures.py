@@ -1,0 +1,172 @@
+"""`alexnet figures`: the 2012 paper's Figures 3 and 4, drawn from your own model.
+
+Figure 3: the first layer's kernels as a grid, each kernel stretched on its own to the full range
+(torchvision's make_grid with normalize and scale_each), 16 to a row as in the paper; the `paper`
+architecture's two GPU halves (the kernels conv2's two groups read) as two blocks, one above the other.
+Figure 4: validation images (first column), each beside the six training images whose fc7 features
+(the last hidden layer, 4096-d) are nearest in Euclidean distance, each with its label. The figure's
+claim is measured over the whole validation split: how many of those six neighbours share the
+query's label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from training.errors import TrainingError
+from training.files import atomic_write
+from training.model import Fc7Features, NormalisedPixels, first_layer_kernels
+from training.model_card import KERNELS_FILE, NEIGHBOURS_FILE, ModelCard
+
+KERNELS_PER_ROW = 16  # the paper's Figure 3 is 6 rows of 16
+KERNEL_ZOOM = 4  # an 11x11 kernel drawn 44x44, pixels kept square
+QUERIES = 5  # rows of Figure 4
+NEIGHBOURS = 6  # training images per row, as in the paper
+TRAIN_LIMIT = 20_000  # training images searched (all of the digits' 1,437)
+BATCH_SIZE = 64
+GAP = 8  # pixels between Figure 3's blocks and Figure 4's columns
+CAPTION = 14  # pixels under each Figure 4 tile for its label
+
+
+@dataclass(frozen=True)
+class Figures:
+    kernels: Path
+    neighbours: Path
+    agreement: float  # fraction of all validation images' 6 nearest training images with the same label
+    nearest_agreement: float  # the same for the single nearest one
+    validation_images: int
+    training_images: int
+
+    def summary(self) -> str:
+        return (
+            f"wrote {self.kernels} and {self.neighbours}\n"
+            f"nearest neighbours by fc7 ({self.validation_images} validation images among "
+            f"{self.training_images} training images): the nearest has the query's label for "
+            f"{self.nearest_agreement:.1%}, the {NEIGHBOURS} nearest for {self.agreement:.1%}"
+        )
+
+
+def kernel_figure(network: torch.nn.Module) -> Image.Image:
+    """Figure 3: conv1's kernels, one block per group of the layer that reads them."""
+    from torchvision.utils import make_grid
+
+    blocks = []
+    for kernels in first_layer_kernels(network):
+        grid = make_grid(
+            kernels, nrow=KERNELS_PER_ROW, padding=1, normalize=True, scale_each=True, pad_value=1
+        )
+        zoomed = (grid.shape[2] * KERNEL_ZOOM, grid.shape[1] * KERNEL_ZOOM)
+        blocks.append(_to_image(grid).resize(zoomed, Image.NEAREST))
+    width = max(block.width for block in blocks)
+    height = sum(block.height for block in blocks) + GAP * (len(blocks) - 1)
+    figure = Image.new("RGB", (width, height), "white")
+    top = 0
+    for block in blocks:
+        figure.paste(block, (0, top))
+        top += block.height + GAP
+    return figure
+
+
+def _to_image(grid: torch.Tensor) -> Image.Image:
+    return Image.fromarray((grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+
+
+@torch.inference_mode()
+def fc7_features(network: torch.nn.Module, card: ModelCard, pixels: np.ndarray) -> torch.Tensor:
+    """[N, 4096] fc7 features of uint8 [N, S, S, 3] pixels, normalised as the model card says."""
+    normalise = NormalisedPixels(card.mean, card.std)
+    features = Fc7Features(network).eval()
+    outputs = []
+    for start in range(0, len(pixels), BATCH_SIZE):
+        batch = torch.from_numpy(np.ascontiguousarray(pixels[start : start + BATCH_SIZE]))
+        outputs.append(features(normalise(batch)))
+    return torch.cat(outputs)
+
+
+def nearest_training_images(query: torch.Tensor, training: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
+    """Indices [Q, k] of the k training features nearest to each query, by Euclidean distance."""
+    return torch.cdist(query, training).topk(k, dim=1, largest=False).indices
+
+
+def neighbour_figure(
+    query_pixels: np.ndarray,
+    query_labels: np.ndarray,
+    train_pixels: np.ndarray,
+    train_labels: np.ndarray,
+    neighbours: np.ndarray,
+    labels: list[str],
+) -> Image.Image:
+    """Figure 4: one row per query (its image, then its neighbours), a label under each tile."""
+    size = query_pixels.shape[1]
+    tile = max(size, 64)
+    columns = 1 + neighbours.shape[1]
+    figure = Image.new("RGB", (columns * tile + GAP, len(query_pixels) * (tile + CAPTION)), "white")
+    draw = ImageDraw.Draw(figure)
+    for row, (pixels, label, found) in enumerate(zip(query_pixels, query_labels, neighbours, strict=True)):
+        top = row * (tile + CAPTION)
+        tiles = [(pixels, label)] + [(train_pixels[i], train_labels[i]) for i in found]
+        for column, (image, image_label) in enumerate(tiles):
+            left = column * tile + (GAP if column else 0)
+            figure.paste(Image.fromarray(image).resize((tile, tile), Image.NEAREST), (left, top))
+            colour = "black" if column == 0 or image_label == label else "red"
+            draw.text((left + 2, top + tile + 1), labels[int(image_label)], fill=colour)
+    return figure
+
+
+def query_rows(labels: np.ndarray, classes: int, count: int = QUERIES) -> list[int]:
+    """`count` validation images of classes spread over the label range: the first of each."""
+    rows = []
+    for wanted in np.linspace(0, classes - 1, count).round().astype(int):
+        matches = np.flatnonzero(labels == wanted)
+        if len(matches):
+            rows.append(int(matches[0]))
+    return rows or list(range(min(count, len(labels))))
+
+
+def write_png(image: Image.Image, path: Path) -> Path:
+    with atomic_write(path) as f:
+        image.save(f, format="PNG")
+    return path
+
+
+def write_figures(model_dir: Path, data: str | None = None) -> Figures:
+    """Both figures as PNG files in `model_dir`, from its weights and its data set's two splits."""
+    from training.data import split_pixels
+    from training.model_dir import load_model_dir
+
+    network, card = load_model_dir(model_dir, device="cpu")
+    where = f"--data {data} is not a folder" if data else (
+        f"{model_dir} was trained on {card.dataset or 'an unknown data set'}, which is not here"
+    )
+    data = data or card.dataset
+    if not (data in ("digits", "synthetic") or Path(data).is_dir()):
+        raise TrainingError(
+            f"{where}: pass --data DIR, a folder with DIR/train/<class>/ and DIR/val/<class>/ images of "
+            "the model's classes"
+        )
+    val_pixels, val_labels = split_pixels(card, data, "val")
+    train_pixels, train_labels = split_pixels(card, data, "train", limit=TRAIN_LIMIT)
+    if len(train_pixels) < NEIGHBOURS or len(val_pixels) == 0:
+        raise TrainingError(f"{data} has too few images for Figure 4: it needs {NEIGHBOURS} training images")
+    kernels = write_png(kernel_figure(network), model_dir / KERNELS_FILE)
+    found = nearest_training_images(
+        fc7_features(network, card, val_pixels), fc7_features(network, card, train_pixels)
+    ).numpy()
+    same = train_labels[found] == val_labels[:, np.newaxis]
+    rows = query_rows(val_labels, card.num_classes)
+    figure = neighbour_figure(
+        val_pixels[rows], val_labels[rows], train_pixels, train_labels, found[rows], card.labels
+    )
+    return Figures(
+        kernels=kernels,
+        neighbours=write_png(figure, model_dir / NEIGHBOURS_FILE),
+        agreement=float(same.mean()),
+        nearest_agreement=float(same[:, 0].mean()),
+        validation_images=len(val_pixels),
+        training_images=len(train_pixels),
+    )
