@@ -614,6 +614,8 @@ def prepare(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | 
                 f"{config.out_dir} already finished {state.epoch} epochs: to train longer, resume with "
                 f"--epochs N above {state.epoch}"
             )
+        if runtime.is_main:
+            _link_best_if_killed_before(config.out_dir, state)
     if runtime.distributed:
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -816,6 +818,14 @@ def _save_checkpoint(run: Run, *, epoch: int, step_in_epoch: int) -> None:
         "labels": run.source.labels,
     }
     save_atomically(state, run.config.out_dir / CHECKPOINT_FILE)
+
+
+def _link_best_if_killed_before(out_dir: Path, state: RunState) -> None:
+    """A run killed between writing its best epoch's checkpoint.pt and linking it as checkpoint_best.pt
+    left that epoch's weights in checkpoint.pt only: link them now, before the next epoch replaces it."""
+    best = out_dir / BEST_CHECKPOINT_FILE
+    if state.best_epoch == state.epoch and state.step_in_epoch == 0 and not best.exists():
+        link_atomically(out_dir / CHECKPOINT_FILE, best)
 
 
 def _write_hand_off(run: Run) -> ModelCard | None:
