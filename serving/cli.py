@@ -273,10 +273,16 @@ def bench(
         progress=lambda line: typer.echo(line, err=True),
     )
     typer.echo(format_report(report))
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-        typer.echo(f"wrote {json_out}", err=True)
+    _write_json(json_out, report.to_json())
+
+
+def _write_json(path: Path | None, data: dict) -> None:
+    """A benchmark's figures as JSON, where --json asked for them."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    typer.echo(f"wrote {path}", err=True)
 
 
 def _soak(
@@ -302,9 +308,7 @@ def _soak(
         progress=lambda line: typer.echo(line, err=True),
     )
     typer.echo(format_soak(report))
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    _write_json(json_out, report.to_json())
     if report.failures:
         raise ServingError(f"soak failed: {report.failures} of {requests} requests failed")
     drift = report.memory_drift
