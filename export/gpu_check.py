@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from serving.onnx_session import cpu_isa
+
 DEFAULT_OUT = Path("artifacts") / "gpu-check"
 REPORT_FILE = "gpu_check.json"
 LOG_FILE = "gpu_check.log"
@@ -203,7 +205,7 @@ def describe_machine(check: Check, section: Section) -> None:
         "torchvision": torchvision.__version__,
         "numpy": np.__version__,
         "cpu_count": os.cpu_count(),
-        "isa": _isa(),
+        "isa": cpu_isa(),
         "device": str(check.device),
     }
     if check.on_gpu:
@@ -231,14 +233,6 @@ def describe_machine(check: Check, section: Section) -> None:
 
 def _version_text(version: Any) -> str:
     return ".".join(map(str, version)) if isinstance(version, tuple | list) else str(version)
-
-
-def _isa() -> list[str]:
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return []
-    return sorted({flag for flag in flags if flag in ("avx2", "avx512f", "avx512_vnni")})
 
 
 # --- the data path: JPEG decode -------------------------------------------------------------------------
