@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The stamp is rebuilt whenever the dependencies change.
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-test run test lint clean gpu-check
+.PHONY: setup setup-test run test test-fast lint clean gpu-check
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ run: setup
 test: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The pure parts only (tests/unit): no training, no servers, no browser; well under a minute.
+test-fast: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest tests/unit
 
 # The prepared GPU check (docs/gpu.md): straight from the source tree on the machine's own python3 (or
 # PYTHON=...), no virtual environment; a tiny CPU version where there is no GPU. Report and log go to $OUT

@@ -10,17 +10,12 @@ import sys
 
 import typer
 
+from common.errors import UserError
+from common.files import disk_full_error
 from demo import cli as demo_cli
-from demo.errors import DemoError
 from export import cli as export_cli
-from export.errors import ExportError
 from serving import cli as serving_cli
-from serving.errors import ServingError
 from training import cli as training_cli
-from training.errors import TrainingError
-from training.files import disk_full_error
-
-USER_ERRORS = (TrainingError, ExportError, ServingError, DemoError)
 
 app = typer.Typer(
     name="alexnet",
@@ -46,7 +41,7 @@ def run(typer_app: typer.Typer) -> None:
     """Run a Typer app; a user error prints one line that says what to do, and exits with status 2."""
     try:
         typer_app()
-    except USER_ERRORS as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except (OSError, RuntimeError) as error:

@@ -1,2 +1,5 @@
-class DemoError(Exception):
-    """A problem the user can fix; the message says how. The CLI prints it and exits with status 2."""
+from common.errors import UserError
+
+
+class DemoError(UserError):
+    """A problem in demo the user can fix; the message says how."""

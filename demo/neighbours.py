@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.model_card import KERNELS_FILE  # standard library only
 from demo.examples import packaged_photo_files, validation_digits
 from serving.client import ServedModel, TritonClassifier, embedding_model_name
 from serving.errors import ServingError
 from serving.image_preprocessing import prepare_image, resize_and_crop
-from training.model_card import KERNELS_FILE  # standard library only
 
 NEIGHBOURS = 6  # as many as the paper's Figure 4 shows
 SAME_IMAGE = 1e-3  # features this close to the query are the query itself, not a neighbour

@@ -9,7 +9,6 @@ itself never imports torch); `--check` does it all once, checks the page through
 from __future__ import annotations
 
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -22,10 +21,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from common.signals import stop_signals_interrupt
 from demo.errors import DemoError
 
 if TYPE_CHECKING:
-    from training.model_card import ModelCard
+    from common.model_card import ModelCard
 
 SCORE_TOLERANCE = 1e-3  # HTTP+pixels and gRPC+server-side preprocessing must agree to this
 TOP1_TOLERANCE = 0.01  # served vs recorded validation top-1 (ONNX Runtime may flip a borderline digit or two)
@@ -103,17 +103,27 @@ def repository_is_current(repository: Path, name: str, weights_sha256: str) -> b
 
 def ensure_exported(model_dir: Path, repository: Path, name: str, say: Callable[[str], None]) -> ModelCard:
     """Export unless the repository already serves these weights; the model's card."""
-    from training.model_card import ModelCard  # standard library only, no torch
+    from common.model_card import ModelCard  # standard library only, no torch
 
     card = ModelCard.load(model_dir)
     if repository_is_current(repository, name, card.weights_sha256):
-        say(f"    {repository} already serves these weights (sha256 {card.weights_sha256[:12]}…): "
-            "not exporting")
+        say(
+            f"    {repository} already serves these weights (sha256 {card.weights_sha256[:12]}…): "
+            "not exporting"
+        )
         return card
     say(f"    exporting {model_dir} to the Triton repository {repository}")
     run_alexnet(
-        "export", "onnx", "--model", str(model_dir), "--repository", str(repository), "--name", name,
-        "--device", "cpu",
+        "export",
+        "onnx",
+        "--model",
+        str(model_dir),
+        "--repository",
+        str(repository),
+        "--name",
+        name,
+        "--device",
+        "cpu",
     )
     if not repository_is_current(repository, name, card.weights_sha256):
         raise DemoError(
@@ -139,8 +149,9 @@ def port_or_free(port: int, say: Callable[[str], None]) -> int:
             return chosen
 
 
-def self_check(http_url: str, grpc_url: str, name: str, recorded_top1: float | None,
-               say: Callable[[str], None]) -> None:
+def self_check(
+    http_url: str, grpc_url: str, name: str, recorded_top1: float | None, say: Callable[[str], None]
+) -> None:
     """Through the real server: one validation digit per class over HTTP (pixels prepared here) and over
     gRPC (the PNG, prepared by the server) must agree; then the whole validation split must score the
     top-1 that training recorded in model.json (a difference is train/serve skew)."""
@@ -173,9 +184,11 @@ def self_check(http_url: str, grpc_url: str, name: str, recorded_top1: float | N
             "prepares images differently from training; export again with `alexnet export onnx`"
         )
     if served_top1 < WEAK_SERVED_TOP1:
-        advice = (f"the model gets only {served_top1:.2%} of the validation digits right: train it again "
-                  "(delete the model folder, or run `alexnet train --data digits --out DIR --epochs N` with "
-                  "more epochs)")
+        advice = (
+            f"the model gets only {served_top1:.2%} of the validation digits right: train it again "
+            "(delete the model folder, or run `alexnet train --data digits --out DIR --epochs N` with "
+            "more epochs)"
+        )
         if served_top1 < MIN_SERVED_TOP1 or recorded_top1 is None:
             raise DemoError(advice)
         say(f"    note: {advice}")
@@ -190,11 +203,16 @@ def served_validation_top1(client) -> tuple[float, int]:
 
     model = client.model_info()
     images, labels = validation_digits()
-    pixels = np.stack([
-        resize_and_crop(Image.fromarray(scan, mode="L").convert("RGB"), resize_size=model.resize_size,
-                        image_size=model.image_size)
-        for scan in images
-    ])
+    pixels = np.stack(
+        [
+            resize_and_crop(
+                Image.fromarray(scan, mode="L").convert("RGB"),
+                resize_size=model.resize_size,
+                image_size=model.image_size,
+            )
+            for scan in images
+        ]
+    )
     answers = client.classify_pixels(pixels, top_k=1)
     correct = sum(top[0].label == model.labels[label] for top, label in zip(answers, labels, strict=True))
     return correct / len(labels), len(labels)
@@ -217,22 +235,6 @@ def check_page(url: str, client, say: Callable[[str], None]) -> None:
     if label.get("label") != expected:
         raise DemoError(f"the page answered {label.get('label')!r} for {example.name}, Triton {expected!r}")
     say(f"    the page classified {example.name}: {re.sub(r'[*`]', '', details)}")
-
-
-@contextmanager
-def stop_signals_interrupt() -> Iterator[None]:
-    """Ctrl-C (SIGINT) and `kill PID` (SIGTERM) both stop serving cleanly, even where the shell that
-    started us left SIGINT ignored (a background job without job control)."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def serve_forever(say: Callable[[str], None]) -> None:

@@ -1,2 +1,5 @@
-class ExportError(Exception):
-    """A problem the user can fix; the message says how. The CLI prints it and exits with status 2."""
+from common.errors import UserError
+
+
+class ExportError(UserError):
+    """A problem in export the user can fix; the message says how."""

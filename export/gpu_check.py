@@ -300,8 +300,8 @@ def _photo_like(count: int, size: int) -> list[np.ndarray]:
 
 def check_training_loop(check: Check, section: Section) -> Path:
     """One short epoch of `alexnet train` on synthetic data, then a resume to a second epoch."""
+    from common.model_card import CHECKPOINT_FILE, ModelCard
     from training.loop import TrainConfig, main
-    from training.model_card import CHECKPOINT_FILE, ModelCard
 
     sizes = check.sizes
     out = check.scratch / "run"

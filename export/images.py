@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.model_card import ModelCard
 from export.errors import ExportError
 from serving.image_preprocessing import IMAGE_SUFFIXES
-from training.model_card import ModelCard
 
 DEFAULT_LIMIT = 512  # enough to catch a real mismatch, small enough to run in seconds
 
@@ -27,12 +27,8 @@ def real_images(
         return folder_images(calibration_data, card, limit), f"{calibration_data} images"
     if card.dataset in ("digits", "synthetic") or (card.dataset and Path(card.dataset).is_dir()):
         from training.data import validation_pixels
-        from training.errors import TrainingError
 
-        try:
-            pixels, _labels = validation_pixels(card, data=card.dataset, limit=limit)
-        except TrainingError as error:
-            raise ExportError(f"{error}; or pass --calibration-data DIR") from error
+        pixels, _labels = validation_pixels(card, data=card.dataset, limit=limit)
         if len(pixels) == 0:
             raise ExportError(f"no validation images in {card.dataset}: pass --calibration-data DIR")
         return np.ascontiguousarray(pixels, dtype=np.uint8), f"{card.dataset} validation images"

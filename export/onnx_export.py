@@ -25,9 +25,9 @@ import onnx
 import torch
 from torch import nn
 
+from common.model_card import ModelCard
 from export.errors import ExportError
 from training.model import Fc7Features, NormalisedPixels
-from training.model_card import ModelCard
 
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probabilities"

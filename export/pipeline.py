@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.hashing import sha256_of
+from common.model_card import KERNELS_FILE, WEIGHTS_FILE, ModelCard
 from export.errors import ExportError
 from export.images import real_images
 from export.onnx_export import INPUT_NAME, ONNX_FILE, export_embedding_onnx, export_onnx, stamp_metadata
@@ -39,8 +41,6 @@ from export.repository import (
     onnx_model_config,
     preprocess_config,
 )
-from training.errors import TrainingError
-from training.model_card import KERNELS_FILE, WEIGHTS_FILE, ModelCard
 
 PREPROCESS_MODEL_SOURCE = Path(__file__).with_name("triton_preprocess_model.py")
 PARITY_BATCH_SIZES = (1, 7)  # plus the maximum batch size
@@ -68,12 +68,9 @@ class ExportResult:
 
 def load_checked_model(model_dir: Path):
     """(eval network on the CPU, card), after checking the weights are the ones model.json names."""
-    from training.model_dir import load_model_dir, sha256_of
+    from training.model_dir import load_model_dir
 
-    try:
-        card = ModelCard.load(model_dir)
-    except TrainingError as error:
-        raise ExportError(str(error)) from error
+    card = ModelCard.load(model_dir)
     weights = model_dir / WEIGHTS_FILE
     if card.weights_sha256 and weights.is_file():
         actual = sha256_of(weights)
@@ -83,11 +80,7 @@ def load_checked_model(model_dir: Path):
                 f"(sha256 {card.weights_sha256[:12]}...): the weights were replaced after training; "
                 f"train again with `alexnet train --out {model_dir}` or restore the original weights"
             )
-    try:
-        network, card = load_model_dir(model_dir, device="cpu")
-    except TrainingError as error:
-        raise ExportError(f"cannot export {model_dir}: {error}") from error
-    return network, card
+    return load_model_dir(model_dir, device="cpu")
 
 
 def torch_classifier(network, card: ModelCard, wrap=None) -> Callable[[np.ndarray], np.ndarray]:

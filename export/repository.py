@@ -30,9 +30,9 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from common.model_card import ModelCard
 from export.errors import ExportError
 from export.onnx_export import EMBEDDING_OUTPUT_NAME, INPUT_NAME, LABELS_FILE, OUTPUT_NAME
-from training.model_card import ModelCard
 
 CONFIG_FILE = "config.pbtxt"
 DEVICES = ("gpu", "cpu")

@@ -4,7 +4,6 @@ and serving.bench. tritonclient, ONNX Runtime and numpy are imported inside the 
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -18,14 +17,6 @@ UrlOption = Annotated[
 ]
 ProtocolOption = Annotated[str, typer.Option(help="grpc or http")]
 ModelOption = Annotated[str, typer.Option(help="Served model name (`alexnet_int8` for the INT8 model)")]
-
-
-class Terminated(Exception):
-    """SIGTERM arrived: shut down like Ctrl-C."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
 
 
 def serve(
@@ -56,6 +47,7 @@ def serve(
 
     Example: alexnet serve --repository model_repository --http-port 8000 --grpc-port 8001
     """
+    from common.signals import stop_signals_interrupt
     from serving.server import TritonServer
     from serving.supervisor import Supervisor
 
@@ -69,27 +61,26 @@ def serve(
         serve_int8=int8,
         echo_log=log_file is None,
     )
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        server.start()
-        server.wait_until_ready(timeout=ready_timeout)
-        if log_file is not None:  # otherwise they were printed with the log
-            for note in server.notes:
-                typer.echo(f"note: {note}", err=True)
-        typer.echo(
-            f"Triton is ready: {', '.join(server.models)}\n"
-            f"  HTTP    http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)\n"
-            f"  gRPC    {server.grpc_url}   (alexnet classify IMAGE --url {server.grpc_url})\n"
-            f"  metrics {server.metrics_url}\n"
-            "Ctrl-C stops it.",
-            err=True,
-        )
-        Supervisor(server, log=lambda line: typer.echo(line, err=True), ready_timeout=ready_timeout).run()
-    except (KeyboardInterrupt, Terminated):
-        typer.echo("stopping Triton…", err=True)
-    finally:
-        server.stop()
-        signal.signal(signal.SIGTERM, previous)
+    with stop_signals_interrupt():
+        try:
+            server.start()
+            server.wait_until_ready(timeout=ready_timeout)
+            if log_file is not None:  # otherwise they were printed with the log
+                for note in server.notes:
+                    typer.echo(f"note: {note}", err=True)
+            typer.echo(
+                f"Triton is ready: {', '.join(server.models)}\n"
+                f"  HTTP    http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)\n"
+                f"  gRPC    {server.grpc_url}   (alexnet classify IMAGE --url {server.grpc_url})\n"
+                f"  metrics {server.metrics_url}\n"
+                "Ctrl-C stops it.",
+                err=True,
+            )
+            Supervisor(server, log=lambda line: typer.echo(line, err=True), ready_timeout=ready_timeout).run()
+        except KeyboardInterrupt:
+            typer.echo("stopping Triton…", err=True)
+        finally:
+            server.stop()
     typer.echo("Triton stopped.", err=True)
 
 
@@ -164,7 +155,7 @@ def write_embeddings(path: Path, images: list[Path], features) -> None:
 
     import numpy as np
 
-    from training.files import atomic_write  # standard library only
+    from common.files import atomic_write  # standard library only
 
     if path.suffix.lower() == ".npy":
         buffer = io.BytesIO()

@@ -1,2 +1,5 @@
-class ServingError(Exception):
-    """A problem the user can fix; the message says how. The CLI prints it and exits with status 2."""
+from common.errors import UserError
+
+
+class ServingError(UserError):
+    """A problem in serving the user can fix; the message says how."""

@@ -18,9 +18,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import triton_to_np_dtype
 
+from common.model_card import ModelCard
 from export.onnx_export import read_metadata
 from export.repository import CONFIG_FILE
-from training.model_card import ModelCard
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("alexnet", "alexnet_preprocess", "alexnet_image")

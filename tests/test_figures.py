@@ -11,6 +11,7 @@ import torch
 from fixtures_training import alexnet_in_process
 from PIL import Image
 
+from common.model_card import KERNELS_FILE, MODEL_JSON, NEIGHBOURS_FILE, WEIGHTS_FILE
 from training.figures import (
     CAPTION,
     GAP,
@@ -21,7 +22,6 @@ from training.figures import (
     kernel_figure,
 )
 from training.model import build_model
-from training.model_card import KERNELS_FILE, MODEL_JSON, NEIGHBOURS_FILE, WEIGHTS_FILE
 
 
 def grid_side(kernels: int, per_row: int, kernel: int = 11) -> tuple[int, int]:

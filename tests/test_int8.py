@@ -20,8 +20,8 @@ from onnx import numpy_helper
 from test_export import assert_no_staging_left, tree_digest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from common.model_card import ModelCard
 from export.quantize import MIN_INT8_AGREEMENT
-from training.model_card import ModelCard
 
 INT8_MODEL = Path("alexnet_int8") / "1" / "model.onnx"
 FP32_MODEL = Path("alexnet") / "1" / "model.onnx"

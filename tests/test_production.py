@@ -205,7 +205,7 @@ def trt_plan():
 
 
 def model_card(image_size: int = 64, classes: int = 10):
-    from training.model_card import ModelCard
+    from common.model_card import ModelCard
 
     return ModelCard(
         architecture="torchvision",

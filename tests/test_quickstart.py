@@ -9,8 +9,8 @@ import urllib.request
 import pytest
 from fixtures_demo import interrupt, process_group, read_until
 
+from common.model_card import ModelCard
 from demo.quickstart import repository_is_current
-from training.model_card import ModelCard
 
 PORT_OPTIONS = ["--port", "0", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
 

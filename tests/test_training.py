@@ -18,8 +18,8 @@ import torch
 from fixtures_demo import interrupt, process_group
 from fixtures_training import FIXTURE_EPOCHS, REPO, alexnet_in_process
 
+from common.model_card import ModelCard
 from training.data import validation_pixels
-from training.model_card import ModelCard
 from training.model_dir import load_model_dir
 
 # A small run for the resume tests: 96 synthetic images, 6 steps per epoch, 3 epochs.

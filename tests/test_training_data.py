@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from common.model_card import ModelCard
 from serving.image_preprocessing import prepare_image, resize_and_crop
 from training import presets
 from training.data import digit_to_pil, load_data, make_loaders, validation_pixels
 from training.digits import DIGIT_LABELS, load_digits_split
 from training.errors import TrainingError
-from training.model_card import ModelCard
 
 
 def test_digits_split_is_fixed_stratified_uint8_and_torch_free():

@@ -10,12 +10,13 @@ import torch
 import torchvision
 from fixtures_training import alexnet_in_process
 
+from common.hashing import sha256_of
+from common.model_card import ModelCard
 from export.onnx_export import metadata_for
 from export.repository import card_parameters
 from training.loop import LRSchedule, Precision, train_step
 from training.model import build_model
-from training.model_card import ModelCard
-from training.model_dir import load_model_dir, sha256_of
+from training.model_dir import load_model_dir
 from training.pretrained import published_weights, write_pretrained
 from training.weights import load_torchvision_weights
 

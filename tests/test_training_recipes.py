@@ -9,9 +9,9 @@ import re
 import pytest
 from fixtures_training import alexnet_in_process
 
+from common.model_card import ModelCard
 from training.errors import TrainingError
 from training.loop import TrainConfig, merge_for_resume
-from training.model_card import ModelCard
 from training.recipes import RECIPES, recipe_settings, summary
 
 # Krizhevsky, Sutskever, Hinton 2012, read from the paper (section 5 unless noted).

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.files import atomic_write
 from training.errors import TrainingError
-from training.files import atomic_write
 
 CHECKPOINT_FORMAT = "alexnet-e2e-training-checkpoint"
 CHECKPOINT_VERSION = 1

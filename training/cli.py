@@ -236,10 +236,10 @@ def bench_train(
 
     Example: alexnet bench-train --arch torchvision,paper --image-size 224 --json bench_train.json
     """
+    from common.model_card import ARCHITECTURES
     from training.bench import bench_train as run_bench
     from training.bench import format_table
     from training.errors import TrainingError
-    from training.model_card import ARCHITECTURES
 
     architectures = [name.strip() for name in arch.split(",") if name.strip()]
     unknown = [name for name in architectures if name not in ARCHITECTURES]

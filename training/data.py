@@ -25,10 +25,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from common.model_card import ModelCard
 from training import presets
 from training.digits import DIGIT_LABELS, load_digits_split
 from training.errors import TrainingError
-from training.model_card import ModelCard
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LABEL_FILES = ("labels.txt", "LOC_synset_mapping.txt")

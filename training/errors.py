@@ -1,2 +1,5 @@
-class TrainingError(Exception):
-    """A problem the user can fix; the message says how. The CLI prints it and exits with status 2."""
+from common.errors import UserError
+
+
+class TrainingError(UserError):
+    """A problem in training the user can fix; the message says how."""

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from common.files import atomic_write
+from common.model_card import KERNELS_FILE, NEIGHBOURS_FILE, ModelCard
 from training.errors import TrainingError
-from training.files import atomic_write
 from training.model import Fc7Features, NormalisedPixels, first_layer_kernels
-from training.model_card import KERNELS_FILE, NEIGHBOURS_FILE, ModelCard
 
 KERNELS_PER_ROW = 16  # the paper's Figure 3 is 6 rows of 16
 KERNEL_ZOOM = 4  # an 11x11 kernel drawn 44x44, pixels kept square

@@ -25,6 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.model_card import (
+    BEST_CHECKPOINT_FILE,
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    MIN_IMAGE_SIZE,
+    ModelCard,
+)
 from training import distributed
 from training.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -39,13 +46,6 @@ from training.data import DataSource, default_workers, load_data, make_loaders
 from training.distributed import Runtime
 from training.errors import TrainingError
 from training.model import build_model, init_as_in_paper
-from training.model_card import (
-    BEST_CHECKPOINT_FILE,
-    CHECKPOINT_FILE,
-    METRICS_FILE,
-    MIN_IMAGE_SIZE,
-    ModelCard,
-)
 from training.model_dir import save_model_dir, unwrap
 from training.recipes import DEFAULT_RECIPE, LR_REFERENCE_BATCH, default_lr, describe, recipe_record
 from training.recipes import recipe_settings as settings_of_new_run

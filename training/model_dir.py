@@ -11,18 +11,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from common.files import atomic_write
+from common.model_card import WEIGHTS_FILE, ModelCard
 from training.errors import TrainingError
-from training.files import atomic_write
 from training.model import build_model
-from training.model_card import WEIGHTS_FILE, ModelCard
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_model_dir(model: nn.Module, card: ModelCard, model_dir: str | Path) -> Path:

@@ -14,10 +14,11 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
+from common.hashing import sha256_of
+from common.model_card import ModelCard
 from training.errors import TrainingError
 from training.model import build_model
-from training.model_card import ModelCard
-from training.model_dir import save_model_dir, sha256_of
+from training.model_dir import save_model_dir
 from training.weights import load_torchvision_state, read_state_dict
 
 DATASET = "torchvision:AlexNet_Weights.IMAGENET1K_V1"

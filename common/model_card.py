@@ -11,8 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from training.errors import TrainingError
-from training.files import atomic_write
+from common.errors import UserError
+from common.files import atomic_write
 
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -46,23 +46,23 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise TrainingError(
+            raise UserError(
                 f"unknown architecture {self.architecture!r} in model.json: "
                 f"use one of {', '.join(ARCHITECTURES)}"
             )
         if self.image_size < MIN_IMAGE_SIZE:
-            raise TrainingError(
+            raise UserError(
                 f"image size {self.image_size} is too small for AlexNet: use at least {MIN_IMAGE_SIZE}"
             )
         if self.resize_size < self.image_size:
-            raise TrainingError(
+            raise UserError(
                 f"resize size {self.resize_size} is smaller than the image size {self.image_size}: "
                 "the centre crop needs resize_size >= image_size"
             )
         if len(self.mean) != 3 or len(self.std) != 3:
-            raise TrainingError("model.json needs three mean and three std values (R, G, B)")
+            raise UserError("model.json needs three mean and three std values (R, G, B)")
         if not self.labels:
-            raise TrainingError("model.json has no labels: a classifier needs at least one class")
+            raise UserError("model.json has no labels: a classifier needs at least one class")
 
     @property
     def num_classes(self) -> int:
@@ -78,7 +78,7 @@ class ModelCard:
     def load(cls, model_dir: str | Path) -> ModelCard:
         path = Path(model_dir) / MODEL_JSON
         if not path.is_file():
-            raise TrainingError(
+            raise UserError(
                 f"no {MODEL_JSON} in {model_dir}: train first with `alexnet train --out {model_dir}` "
                 f"or write ImageNet weights with `alexnet pretrained --out {model_dir}`"
             )
@@ -86,7 +86,7 @@ class ModelCard:
             raw = json.loads(path.read_text())
             return cls(**raw)
         except (json.JSONDecodeError, TypeError) as error:
-            raise TrainingError(
+            raise UserError(
                 f"{path} is not a valid model card ({error}): "
                 f"train again with `alexnet train --out {model_dir}`"
             ) from error

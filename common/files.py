@@ -2,7 +2,7 @@
 
 A crash, a Ctrl-C or a full disk part-way through leaves the old file as it was and no temporary file
 behind (a checkpoint is hundreds of MB: a stray one would hold the space the next try needs). Standard
-library only, so that torch-free code (serving, the demo) may import model_card, which uses it.
+library only.
 """
 
 from __future__ import annotations
@@ -14,15 +14,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from training.errors import TrainingError
+from common.errors import UserError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(UserError):
+    """A write ran out of space; the message says which folder and what to do."""
 
 
 @contextmanager
 def atomic_write(path: Path) -> Iterator[BinaryIO]:
     """A binary file to write; when the block ends it becomes `path`. On any failure `path` is unchanged,
-    the temporary file is removed, and a full disk becomes a TrainingError that says what to do."""
+    the temporary file is removed, and a full disk becomes a DiskFullError that says what to do."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -34,7 +38,7 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
         tmp.unlink(missing_ok=True)
         full = disk_full_error(error)
         if full is not None:
-            raise TrainingError(disk_full_message(path, full)) from error
+            raise DiskFullError(disk_full_message(path, full)) from error
         raise
 
 

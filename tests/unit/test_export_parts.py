@@ -1,0 +1,47 @@
+"""Export's pure parts on tiny random-weight networks: the folded pool computes what the pool did, the
+in-graph normalisation is the model card's, and the parity comparison counts what differs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from export.onnx_export import fold_average_pool
+from export.parity import compare_outputs
+from training.model import NormalisedPixels, build_model
+
+
+@pytest.mark.parametrize("architecture", ["torchvision", "paper"])
+def test_the_folded_pool_gives_the_networks_own_answers(architecture):
+    torch.manual_seed(0)
+    network = build_model(architecture, num_classes=10).eval()
+    folded = fold_average_pool(network, image_size=64)
+    assert folded is not None  # at 64 px one position is pooled up to 6x6: folding makes fc6 36x smaller
+    pixels = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(pixels), network(pixels), rtol=1e-4, atol=1e-5)
+
+
+def test_the_pool_is_not_folded_where_that_would_not_shrink_fc6():
+    network = build_model("torchvision", num_classes=10).eval()
+    assert fold_average_pool(network, image_size=224) is None  # 6x6 positions pooled to 6x6
+
+
+def test_normalised_pixels_are_the_cards_mean_and_std_in_channel_first_order():
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    pixels = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8)
+    mean_, std_ = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    expected = (pixels.float().permute(0, 3, 1, 2) / 255 - mean_) / std_
+    torch.testing.assert_close(NormalisedPixels(mean, std)(pixels), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_parity_counts_disagreements_apart_from_ties_within_tolerance():
+    reference = np.array([[0.7, 0.2, 0.1], [0.5, 0.49995, 0.00005], [0.1, 0.1, 0.8]], dtype=np.float32)
+    candidate = np.array([[0.7, 0.2, 0.1], [0.49995, 0.5, 0.00005], [0.8, 0.1, 0.1]], dtype=np.float32)
+    check = compare_outputs("onnx", reference, candidate, tolerance=1e-4)
+    assert (check.images, check.ties, check.disagreements) == (3, 1, 1)
+    assert check.top1_agreement == pytest.approx(1 / 3)
+    assert check.max_abs_diff == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="shapes differ"):
+        compare_outputs("onnx", reference, candidate[:2], tolerance=1e-4)
