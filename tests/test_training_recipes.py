@@ -9,8 +9,8 @@ import re
 import pytest
 from fixtures_training import alexnet_in_process
 
+from training.config import TrainConfig, merge_for_resume
 from training.errors import TrainingError
-from training.loop import TrainConfig, merge_for_resume
 from training.model_card import ModelCard
 from training.recipes import RECIPES, recipe_settings, summary
 
