@@ -13,7 +13,6 @@ and exits with status 130.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sys
 import time
@@ -31,22 +30,15 @@ from training.data import DataSource, default_workers, load_data, make_loaders
 from training.distributed import Runtime
 from training.engine import Interrupted, evaluate, train_one_epoch
 from training.errors import TrainingError
+from training.metrics_log import MetricsLog
 from training.model import build_model, initialise
-from training.model_card import CHECKPOINT_FILE, METRICS_FILE, MIN_IMAGE_SIZE, ModelCard
+from training.model_card import CHECKPOINT_FILE, MIN_IMAGE_SIZE, ModelCard
 from training.model_dir import save_model_dir, unwrap
 from training.optim import LRSchedule, build_optimizer, build_schedule
 from training.precision import Precision
 from training.recipes import describe, recipe_record
 from training.recipes import recipe_settings as settings_of_new_run
 
-TENSORBOARD_SCALARS = {
-    "train/loss": "train_loss",
-    "train/lr": "lr",
-    "train/images_per_s": "images_per_s",
-    "val/loss": "val_loss",
-    "val/top1": "top1",
-    "val/top5": "top5",
-}
 WHY_ADAMW = (
     "AdamW (lr 3e-4 at batch 64, cosine) rather than the paper's SGD: with He initialisation it passes 95% "
     "validation top-1 on digits in 3-4 epochs; SGD (momentum 0.9, lr 0.01-0.05) had not started learning "
@@ -93,7 +85,7 @@ class Run:
     state: RunState
     saver: CheckpointSaver
     best_weights: dict[str, torch.Tensor] | None = None  # rank 0: a CPU copy of the best epoch's weights
-    writer: Any = None  # rank 0: TensorBoard
+    metrics: MetricsLog | None = None  # rank 0
 
     def log(self, *args: Any, **kwargs: Any) -> None:
         if self.runtime.is_main:
@@ -199,7 +191,7 @@ def train(run: Run) -> ModelCard | None:
         f"{config.epochs} epochs"
         + (f", from epoch {state.epoch + 1}" if config.resume else f"; {state.initialisation}")
     )
-    run.writer = _open_outputs(run)
+    run.metrics = _open_metrics(run)
     try:
         with StopRequest() as stop:
             for epoch in range(state.epoch, config.epochs):
@@ -217,8 +209,8 @@ def train(run: Run) -> ModelCard | None:
         )
         raise KeyboardInterrupt from None
     finally:
-        if run.writer is not None:
-            run.writer.close()
+        if run.metrics is not None:
+            run.metrics.close()
     card = _write_hand_off(run)
     run.log(
         f"done: best validation top-1 {state.best_top1:.2%} (epoch {state.best_epoch}) "
@@ -298,42 +290,24 @@ def _one_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
         "seconds": round(result.seconds, 2),
         "warm_up_seconds": round(result.warm_up_seconds, 3),  # the first step's, left out of images_per_s
     }
-    if run.runtime.is_main:
-        with open(config.out_dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if run.writer is not None:
-            for tag, name in TENSORBOARD_SCALARS.items():
-                run.writer.add_scalar(tag, record[name], (epoch + 1) * run.schedule.steps_per_epoch)
-            run.writer.flush()
+    if run.metrics is not None:
+        run.metrics.write(record)
     run.saver.save_epoch(state)
 
 
-def _open_outputs(run: Run):
-    """Rank 0 only: the output folder, metrics.jsonl trimmed to the checkpoint's epochs, TensorBoard."""
+def _open_metrics(run: Run) -> MetricsLog | None:
+    """Rank 0 only: metrics.jsonl and TensorBoard, trimmed to the checkpoint's epochs on --resume."""
     if not run.runtime.is_main:
         return None
     config, out = run.config, run.config.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = out / METRICS_FILE
-    kept = []
-    if config.resume and metrics.is_file():
-        # Lines written after the checkpoint (a crash between the two writes) will be written again.
-        lines = [line for line in metrics.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line)["epoch"] <= run.state.epoch]
     if not config.resume and (out / CHECKPOINT_FILE).is_file():
         print(
             f"note: starting a new run in {out}; the earlier run's files there are replaced as this one "
             "writes (Ctrl-C now and add --resume to continue that run instead)",
             file=sys.stderr,
         )
-    metrics.write_text("".join(line + "\n" for line in kept))
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # TensorBoard is optional at run time
-        return None
-    # A new run hides the events of any earlier one in tb/; a resumed one those after its checkpoint.
-    purge = run.state.epoch * run.schedule.steps_per_epoch + 1 if config.resume else 0
-    return SummaryWriter(log_dir=str(out / "tb"), purge_step=purge)
+    resumed_after = run.state.epoch if config.resume else None
+    return MetricsLog(out, resumed_after=resumed_after, steps_per_epoch=run.schedule.steps_per_epoch)
 
 
 def _write_hand_off(run: Run) -> ModelCard | None:
