@@ -128,7 +128,7 @@ class TrainConfig:
 
 def option_help(name: str) -> tuple[str, str | None]:
     """`--NAME`'s help text, and what it says the setting is when the option is left out (None: nothing)."""
-    spec = next(f for f in fields(TrainConfig) if f.name == name)
+    spec = {f.name: f for f in fields(TrainConfig)}[name]
     unset = spec.metadata["unset"]
     if unset == RECIPE:
         quickstart = recipes.RECIPES[DEFAULT_RECIPE].values("torchvision")[name]
