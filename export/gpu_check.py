@@ -301,7 +301,8 @@ def _photo_like(count: int, size: int) -> list[np.ndarray]:
 def check_training_loop(check: Check, section: Section) -> Path:
     """One short epoch of `alexnet train` on synthetic data, then a resume to a second epoch."""
     from common.model_card import CHECKPOINT_FILE, ModelCard
-    from training.loop import TrainConfig, main
+    from training.config import TrainConfig
+    from training.loop import main
 
     sizes = check.sizes
     out = check.scratch / "run"
@@ -350,8 +351,9 @@ def check_ddp(check: Check, section: Section) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from training.loop import Precision, train_step
+    from training.engine import train_step
     from training.model import build_model
+    from training.precision import Precision
 
     backend = "nccl" if check.on_gpu else "gloo"
     extra = {"device_id": check.device} if check.on_gpu else {}
@@ -603,7 +605,7 @@ def check_tensorrt(check: Check, section: Section, model_dir: Path | None) -> No
 def check_training_throughput(check: Check, section: Section) -> None:
     """Both architectures: FP32, bf16 autocast + channels_last, and that compiled (images/s, peak memory)."""
     from training.bench import bench_one
-    from training.loop import Precision
+    from training.precision import Precision
 
     fp32 = Precision(device_type=check.device.type)
     if check.on_gpu:

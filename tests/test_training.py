@@ -393,7 +393,7 @@ def test_training_on_an_image_folder_with_a_few_broken_files(tmp_path: Path):
 def test_a_checkpoint_from_eight_gpus_resumes_on_one():
     """Each rank saves its own GPU's generator state; checkpoints from before kept every GPU's (a list),
     and resuming one of those on fewer GPUs must take the device's own entry, not fail."""
-    from training.checkpoint import own_cuda_rng_state
+    from training.checkpointing import own_cuda_rng_state
 
     eight = [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]
     assert own_cuda_rng_state({"cuda": eight}, torch.device("cuda", 0)) is eight[0]
@@ -406,7 +406,7 @@ def test_a_checkpoint_from_eight_gpus_resumes_on_one():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_generator_state_round_trips_on_this_gpu():
-    from training.checkpoint import rng_state, set_rng_state
+    from training.checkpointing import rng_state, set_rng_state
 
     device = torch.device("cuda", 0)
     torch.randn(1, device=device)  # initialise CUDA

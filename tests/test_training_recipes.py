@@ -10,8 +10,8 @@ import pytest
 from fixtures_training import alexnet_in_process
 
 from common.model_card import ModelCard
+from training.config import TrainConfig, merge_for_resume
 from training.errors import TrainingError
-from training.loop import TrainConfig, merge_for_resume
 from training.recipes import RECIPES, recipe_settings, summary
 
 # Krizhevsky, Sutskever, Hinton 2012, read from the paper (section 5 unless noted).

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from training.distributed import resolve_device
-from training.loop import Precision, train_step
+from training.engine import synchronize, train_step
 from training.model import build_model
+from training.precision import Precision
 
 NUM_CLASSES = 1000  # ImageNet's
 
@@ -51,13 +52,13 @@ def bench_one(
     warm_up_started = time.perf_counter()
     for _ in range(warmup):
         train_step(model, images, labels, optimizer, precision)
-    _synchronize(device)
+    synchronize(device)
     warm_up_seconds = time.perf_counter() - warm_up_started
     started = time.perf_counter()
     for _ in range(steps):
         _logits, loss = train_step(model, images, labels, optimizer, precision)
     loss.item()
-    _synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - started
     return {
         "architecture": architecture,
@@ -146,8 +147,3 @@ def format_table(report: dict[str, Any]) -> str:
         f"{machine['load_average_1min']} after, on {machine['cpu_count']} CPUs)"
     )
     return "\n".join(lines)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

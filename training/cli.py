@@ -7,149 +7,51 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
-from training import recipes
+from training import config
+from training.config import TrainConfig
 
 Architecture = Literal["torchvision", "paper"]
 Device = Literal["auto", "cpu", "cuda"]
 RecipeName = Literal["quickstart", "paper", "torchvision"]
 
 
-def _recipes_default(name: str) -> str:
-    """The `[default: ...]` of a flag a recipe sets: the recipe's value (the quickstart's shown)."""
-    value = recipes.RECIPES[recipes.DEFAULT_RECIPE].values("torchvision")[name]
-    return f"  \\[default: the recipe's; {recipes.DEFAULT_RECIPE}: {value}]"
-
-
-def _lr_default() -> str:
-    by_optimizer = ", ".join(f"{rate:g} for {name}" for name, rate in recipes.DEFAULT_LR.items())
-    return f"  \\[default: the recipe's, else the optimizer's: {by_optimizer}]"
+def option(name: str, *flags: str) -> Any:
+    """The Typer option for TrainConfig's field `name`: its help from training/config.py, and what the
+    setting is when the option is left out."""
+    help, unset = config.option_help(name)
+    help = help.replace("[", "\\[")  # rich markup
+    if unset is None:
+        return typer.Option(*flags, help=help)
+    return typer.Option(*flags, help=f"{help}  \\[default: {unset}]", show_default=False)
 
 
 def train(
-    recipe: Annotated[
-        RecipeName | None,
-        typer.Option(
-            help="Named settings, each value cited in training/recipes.py; a flag given overrides its value. "
-            + recipes.help_text().replace("[", "\\[")
-            + f"  \\[default: {recipes.DEFAULT_RECIPE}]",
-            show_default=False,
-        ),
-    ] = None,
-    data: Annotated[
-        str | None,
-        typer.Option(
-            help="digits (embedded, no download), synthetic (random tensors), or an ImageNet-style folder "
-            "DIR with DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg (class names from the folder names, "
-            "or from DIR/labels.txt: one `<folder> <name>` line per class)" + _recipes_default("data"),
-            show_default=False,
-        ),
-    ] = None,
-    out: Annotated[
-        Path, typer.Option(help="Model directory: weights, model.json, checkpoints, metrics.jsonl, tb/")
-    ] = Path("runs/digits"),
-    arch: Annotated[
-        Architecture | None,
-        typer.Option(
-            help="torchvision (one weird trick; loads torchvision's weights) or paper (NeurIPS 2012: LRN, "
-            "grouped convolutions)" + _recipes_default("arch"),
-            show_default=False,
-        ),
-    ] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Epochs to train" + _recipes_default("epochs"), show_default=False)
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Images per step per process (global batch = this x processes)"
-            + _recipes_default("batch_size"),
-            show_default=False,
-        ),
-    ] = None,
-    image_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Side of the square input, at least 63" + _recipes_default("image_size"), show_default=False
-        ),
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            help=f"Learning rate for a global batch of {recipes.LR_REFERENCE_BATCH}, scaled linearly to the "
-            "real one (batch size x processes)" + _lr_default(),
-            show_default=False,
-        ),
-    ] = None,
-    resume: Annotated[
-        bool,
-        typer.Option("--resume", help="Continue the run in --out from its checkpoint.pt, with its settings"),
-    ] = False,
-    device: Annotated[Device, typer.Option(help="auto (CUDA if there is a GPU), cpu or cuda")] = "auto",
-    init: Annotated[
-        Path | None,
-        typer.Option(
-            help="Start from a torchvision AlexNet state dict (.pth), e.g. alexnet-owt-7be5be79.pth"
-        ),
-    ] = None,
-    optimizer: Annotated[
-        Literal["adamw", "sgd"] | None,
-        typer.Option(
-            help="adamw, or sgd (momentum 0.9); one other than the recipe's takes its own default "
-            "learning rate and weight decay" + _recipes_default("optimizer"),
-            show_default=False,
-        ),
-    ] = None,
-    schedule: Annotated[
-        Literal["cosine", "step", "plateau"] | None,
-        typer.Option(
-            help="cosine, step (x0.1 every third of the run) or plateau (x0.1 when top-1 stops improving, as "
-            "in the paper), after the recipe's warm-up" + _recipes_default("schedule"),
-            show_default=False,
-        ),
-    ] = None,
+    recipe: Annotated[RecipeName | None, option("recipe")] = None,
+    data: Annotated[str | None, option("data")] = None,
+    out: Annotated[Path, option("out")] = Path(TrainConfig.out),
+    arch: Annotated[Architecture | None, option("arch")] = None,
+    epochs: Annotated[int | None, option("epochs")] = None,
+    batch_size: Annotated[int | None, option("batch_size")] = None,
+    image_size: Annotated[int | None, option("image_size")] = None,
+    lr: Annotated[float | None, option("lr")] = None,
+    resume: Annotated[bool, option("resume", "--resume")] = TrainConfig.resume,
+    device: Annotated[Device, option("device")] = TrainConfig.device,
+    init: Annotated[Path | None, option("init")] = None,
+    optimizer: Annotated[Literal["adamw", "sgd"] | None, option("optimizer")] = None,
+    schedule: Annotated[Literal["cosine", "step", "plateau"] | None, option("schedule")] = None,
     augmentation: Annotated[
-        Literal["paper", "torchvision", "shift", "none"] | None,
-        typer.Option(
-            help="Training transform: paper (random crop, flip, PCA lighting), torchvision (random resized "
-            "crop, flip), shift (small translations, for digits) or none  \\[default: shift for digits, else "
-            "paper or torchvision after --arch]",
-            show_default=False,
-        ),
+        Literal["paper", "torchvision", "shift", "none"] | None, option("augmentation")
     ] = None,
-    ten_crop: Annotated[
-        bool | None,
-        typer.Option(
-            "--ten-crop/--centre-crop",
-            help="Validate on the paper's ten patches, or the centre crop  \\[default: the recipe's; "
-            "quickstart: centre crop]",
-            show_default=False,
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            help="DataLoader processes per training process  \\[default: 0 for digits/synthetic, "
-            "else up to 8]",
-            show_default=False,
-        ),
-    ] = None,
-    compile: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the model (pays off on GPUs)")
-    ] = False,
-    amp: Annotated[
-        bool, typer.Option("--amp/--no-amp", help="On CUDA: bf16 autocast (fp16 + GradScaler without bf16)")
-    ] = True,
-    seed: Annotated[int | None, typer.Option(help="Random seed  \\[default: 0]", show_default=False)] = None,
-    synthetic_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Training images per epoch with --data synthetic  \\[default: 1280]", show_default=False
-        ),
-    ] = None,
+    ten_crop: Annotated[bool | None, option("ten_crop", "--ten-crop/--centre-crop")] = None,
+    workers: Annotated[int | None, option("workers")] = None,
+    compile: Annotated[bool, option("compile", "--compile")] = TrainConfig.compile,
+    amp: Annotated[bool, option("amp", "--amp/--no-amp")] = TrainConfig.amp,
+    seed: Annotated[int | None, option("seed")] = None,
+    synthetic_size: Annotated[int | None, option("synthetic_size")] = None,
 ) -> None:
     """Train AlexNet and write a model directory (model.safetensors + model.json) for export.
 
@@ -165,15 +67,11 @@ def train(
     Example: alexnet train --data digits --out runs/digits
     Example: alexnet train --recipe paper --data /data/imagenet --out runs/imagenet-paper
     """
+    given = dict(locals())  # the options, named as TrainConfig's fields (None: not given)
+    given |= {"out": str(out), "init": str(init) if init else None, "compile": compile or None}
+    del given["resume"]
     from training.loop import run_command
 
-    given = {
-        "recipe": recipe, "data": data, "out": str(out), "arch": arch, "epochs": epochs,
-        "batch_size": batch_size, "image_size": image_size, "lr": lr, "device": device,
-        "init": str(init) if init else None, "optimizer": optimizer, "schedule": schedule,
-        "augmentation": augmentation, "ten_crop": ten_crop, "workers": workers, "compile": compile or None,
-        "amp": amp, "seed": seed, "synthetic_size": synthetic_size,
-    }  # fmt: skip
     run_command(given, resume=resume)
 
 
@@ -217,7 +115,7 @@ def pretrained(
 
 def bench_train(
     arch: Annotated[str, typer.Option(help="Comma-separated architectures to time")] = "torchvision,paper",
-    device: Annotated[Device, typer.Option(help="auto (CUDA if there is a GPU), cpu or cuda")] = "auto",
+    device: Annotated[Device, option("device")] = TrainConfig.device,
     batch_size: Annotated[
         int | None,
         typer.Option(help="Images per step  \\[default: 32 on CPU, 256 on CUDA]", show_default=False),

@@ -16,6 +16,7 @@ pixels (down to 63) work: the quickstart trains at 64.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from torch import nn
 
 from common.model_card import ARCHITECTURES
 from training.errors import TrainingError
+from training.weights import load_torchvision_weights
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,37 @@ def init_as_in_paper(model: nn.Module) -> None:
         nn.init.zeros_(layer.bias)
     for layer in (conv2, conv4, conv5, fc6, fc7):
         nn.init.ones_(layer.bias)
+
+
+INIT_SCHEMES = ("he", "paper", "pytorch")
+
+
+def initialise(model: nn.Module, architecture: str, *, scheme: str, weights: str | None = None) -> str:
+    """Set the starting weights: torchvision-format `weights` if given, else `scheme`'s; returns how, for
+    the log and model.json.
+
+    "he" (He et al. 2015, as torchvision initialises its VGGs and ResNets) is the quickstart's: from
+    scratch on digits, PyTorch's default (which shrinks the signal about sixfold per layer) stalls for
+    several epochs and the paper's N(0, 0.01) stays at chance; He gets 90% validation top-1 in two.
+    """
+    if weights:
+        return load_torchvision_weights(model, architecture, Path(weights))
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if scheme == "paper":
+        init_as_in_paper(model)
+        return "the paper's initialisation: weights N(0, 0.01), biases 1 in conv2/4/5 and fc6/7, else 0"
+    if scheme == "pytorch":
+        for layer in layers:
+            layer.reset_parameters()
+        return "PyTorch's default initialisation (as torchvision's AlexNet)"
+    if scheme != "he":
+        raise TrainingError(f"init scheme {scheme!r}: use one of {', '.join(INIT_SCHEMES)}")
+    for layer in layers[:-1]:
+        nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(layer.bias)
+    nn.init.normal_(layers[-1].weight, mean=0.0, std=0.01)  # small logits: start near uniform predictions
+    nn.init.zeros_(layers[-1].bias)
+    return "He initialisation (kaiming_normal, fan_in, ReLU gain; last layer N(0, 0.01))"
 
 
 def build_model(

@@ -1,0 +1,85 @@
+"""The optimizer (SGD with momentum, as in the paper, or AdamW) and its learning-rate schedule: a linear
+warm-up, then cosine, step or plateau decay, the rate per step a function of the step count."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.config import TrainConfig
+from training.errors import TrainingError
+from training.recipes import LR_REFERENCE_BATCH
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "plateau")
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    decay = config.effective_weight_decay()
+    # Fused kernels exist for CPU and CUDA: AdamW's step over 57M parameters is ~5x faster on a CPU.
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=0.0, momentum=config.momentum, weight_decay=decay, fused=True
+        )
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=decay, fused=True)
+    raise TrainingError(f"--optimizer {config.optimizer}: use one of {', '.join(OPTIMIZERS)}")
+
+
+class LRSchedule:
+    """Linear warm-up, then cosine, step or plateau decay. The rate is a function of the step count
+    (plus, for plateau, a little state), so a resumed run gets exactly the rates it would have had."""
+
+    def __init__(self, kind: str, base_lr: float, *, steps_per_epoch: int, epochs: int, warmup_epochs: float):
+        if kind not in SCHEDULES:
+            raise TrainingError(f"--schedule {kind}: use one of {', '.join(SCHEDULES)}")
+        self.kind, self.base_lr, self.steps_per_epoch, self.epochs = kind, base_lr, steps_per_epoch, epochs
+        self.warmup_steps = round(warmup_epochs * steps_per_epoch)
+        self.plateau_scale, self.best, self.bad_epochs = 1.0, -math.inf, 0
+        self.patience = 2  # epochs without a better top-1 before the rate drops
+
+    def lr_at(self, step: int) -> float:
+        warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        if self.kind == "cosine":
+            total = max(1, self.epochs * self.steps_per_epoch - self.warmup_steps)
+            progress = min(1.0, max(0, step - self.warmup_steps) / total)
+            return self.base_lr * warmup * 0.5 * (1 + math.cos(math.pi * progress))
+        if self.kind == "step":
+            every = max(1, math.ceil(self.epochs / 3))
+            return self.base_lr * warmup * 0.1 ** (step // self.steps_per_epoch // every)
+        return self.base_lr * warmup * self.plateau_scale
+
+    def end_of_epoch(self, top1: float) -> None:
+        """The paper's rule: divide by 10 when validation accuracy stops improving."""
+        if top1 > self.best:
+            self.best, self.bad_epochs = top1, 0
+            return
+        self.bad_epochs += 1
+        if self.kind == "plateau" and self.bad_epochs >= self.patience:
+            self.plateau_scale *= 0.1
+            self.bad_epochs = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"plateau_scale": self.plateau_scale, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.plateau_scale, self.best, self.bad_epochs = (
+            state["plateau_scale"],
+            state["best"],
+            state["bad_epochs"],
+        )
+
+
+def build_schedule(config: TrainConfig, *, steps_per_epoch: int, world_size: int) -> LRSchedule:
+    """The run's schedule; its base rate is --lr (per 256 images) scaled linearly to the global batch."""
+    lr = config.effective_lr() * config.batch_size * world_size / LR_REFERENCE_BATCH
+    return LRSchedule(
+        config.schedule,
+        lr,
+        steps_per_epoch=steps_per_epoch,
+        epochs=config.epochs,
+        warmup_epochs=config.warmup_epochs,
+    )
