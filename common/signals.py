@@ -32,10 +32,13 @@ def stop_signals_interrupt() -> Iterator[None]:
 
 
 class StopRequest:
-    """Ctrl-C or SIGTERM asks the loop to stop after the current step; a second Ctrl-C stops at once."""
+    """Ctrl-C or SIGTERM asks the loop to stop after the current step; a second Ctrl-C stops at once,
+    unless `second_ctrl_c_stops` is False: a torchrun worker gets the terminal's Ctrl-C and torchrun's
+    forwarded copy of it, two signals from one key press, and torchrun itself ends workers that linger."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, second_ctrl_c_stops: bool = True) -> None:
         self.requested = False
+        self.second_ctrl_c_stops = second_ctrl_c_stops
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
@@ -45,7 +48,7 @@ class StopRequest:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
+        if self.requested and signum == signal.SIGINT and self.second_ctrl_c_stops:
             raise KeyboardInterrupt
         self.requested = True
 

@@ -173,7 +173,7 @@ def train(run: Run) -> ModelCard | None:
     )
     run.metrics = _open_metrics(run)
     try:
-        with StopRequest() as stop:
+        with StopRequest(second_ctrl_c_stops=not runtime.distributed) as stop:
             for epoch in range(state.epoch, config.epochs):
                 _one_epoch(run, epoch, stop)
     except Interrupted as interrupted:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 from dataclasses import asdict
 
 import pytest
@@ -12,6 +14,7 @@ from common.errors import UserError
 from common.files import atomic_write, disk_full_error
 from common.hashing import sha256_of
 from common.model_card import MODEL_JSON, ModelCard
+from common.signals import StopRequest
 
 
 def digits_card(**changes) -> ModelCard:
@@ -84,3 +87,19 @@ def test_sha256_of_a_file_reads_it_in_blocks(tmp_path):
     path = tmp_path / "weights"
     path.write_bytes(data)
     assert sha256_of(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_ctrl_c_asks_training_to_stop_and_a_second_one_stops_at_once():
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_torchrun_worker_takes_the_forwarded_copy_of_ctrl_c_as_the_same_request():
+    with StopRequest(second_ctrl_c_stops=False) as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # the terminal's
+        os.kill(os.getpid(), signal.SIGINT)  # torchrun's forwarded copy
+        assert stop.requested
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
