@@ -19,8 +19,9 @@ from serving.errors import ServingError
 from training import cli as training_cli
 from training.errors import TrainingError
 from training.files import disk_full_error
+from triton_repository.configs import RepositoryError
 
-USER_ERRORS = (TrainingError, ExportError, ServingError, DemoError)
+USER_ERRORS = (TrainingError, ExportError, ServingError, DemoError, RepositoryError)
 
 app = typer.Typer(
     name="alexnet",

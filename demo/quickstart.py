@@ -82,7 +82,7 @@ def ensure_trained(model_dir: Path, say: Callable[[str], None]) -> None:
 
 def served_weights_sha256(repository: Path, name: str) -> dict[str, str]:
     """source_weights_sha256 of the ONNX model and the ensemble, as their configs say ('' where missing)."""
-    from serving.server import read_config
+    from triton_repository.configs import read_config
 
     found = {}
     for model in (name, f"{name}_image"):
@@ -186,7 +186,7 @@ def served_validation_top1(client) -> tuple[float, int]:
     from PIL import Image
 
     from demo.examples import validation_digits
-    from serving.image_preprocessing import resize_and_crop
+    from triton_repository.image_preprocessing import resize_and_crop
 
     model = client.model_info()
     images, labels = validation_digits()

@@ -11,13 +11,13 @@ import torchvision
 from fixtures_training import alexnet_in_process
 
 from export.onnx_export import metadata_for
-from export.repository import card_parameters
 from training.loop import LRSchedule, Precision, train_step
 from training.model import build_model
 from training.model_card import ModelCard
 from training.model_dir import load_model_dir, sha256_of
 from training.pretrained import published_weights, write_pretrained
 from training.weights import load_torchvision_weights
+from triton_repository.configs import card_parameters
 
 
 @pytest.fixture(scope="module")
