@@ -83,11 +83,12 @@ def ensure_trained(model_dir: Path, say: Callable[[str], None]) -> None:
 def served_weights_sha256(repository: Path, name: str) -> dict[str, str]:
     """source_weights_sha256 of the ONNX model and the ensemble, as their configs say ('' where missing)."""
     from triton_repository.configs import read_config
+    from triton_repository.layout import CONFIG_FILE
 
     found = {}
     for model in (name, f"{name}_image"):
         config_dir = repository / model
-        if not (config_dir / "config.pbtxt").is_file():
+        if not (config_dir / CONFIG_FILE).is_file():
             found[model] = ""
             continue
         parameter = read_config(config_dir).parameters.get("source_weights_sha256")

@@ -281,9 +281,10 @@ def labels_text(card: ModelCard) -> str:
 # Text
 
 
-def config_text(config: mc.ModelConfig, written_by: str = "`alexnet export`") -> str:
-    """config.pbtxt text: a comment header explaining the choices, then the message itself."""
-    return _explanation(config, written_by) + text_format.MessageToString(config)
+def config_text(config: mc.ModelConfig, comment: str = "") -> str:
+    """config.pbtxt text: a comment (by default, export's explanation of the choices), then the message."""
+    header = f"# {comment}\n" if comment else _explanation(config)
+    return header + text_format.MessageToString(config)
 
 
 def parse_config(text: str) -> mc.ModelConfig:
@@ -307,8 +308,8 @@ def write_config(model_dir: Path, config: mc.ModelConfig) -> None:
     (model_dir / CONFIG_FILE).write_text(text_format.MessageToString(config))
 
 
-def _explanation(config: mc.ModelConfig, written_by: str) -> str:
-    lines = [f"# Written by {written_by}; Triton model configuration for {config.name}."]
+def _explanation(config: mc.ModelConfig) -> str:
+    lines = [f"# Written by `alexnet export`; Triton model configuration for {config.name}."]
     if config.backend in (ONNX_BACKEND, PLAN_BACKEND) and config.HasField("dynamic_batching"):
         delay = config.dynamic_batching.max_queue_delay_microseconds
         lines += [

@@ -2,8 +2,8 @@
 """Check the image's model repository, and build the TensorRT plan at first start, cached on a volume.
 
 Runs inside the production image, called by entrypoint.sh, on Python 3.10 (the interpreter of NVIDIA's
-Triton 24.10 container). It reads the repository with the triton_repository package, which the image
-ships beside it (and tritonclient's protobuf classes, from requirements.txt), as `alexnet export` wrote it:
+Triton 24.10 container). It reads the repository as `alexnet export` wrote it, with the triton_repository
+package (copied beside this script) and tritonclient's protobuf classes (serving/docker/requirements.txt):
 
     trt_plan.py check --repository /opt/alexnet/model_repository
     trt_plan.py build --repository /opt/alexnet/model_repository --model alexnet --cache /var/cache/alexnet
@@ -357,8 +357,8 @@ def build_plan_repository(
                 f"(compute {gpu.compute_capability}) with TensorRT {trt_version}; it runs only there"
             )
             config = configs.plan_config(model.config, plan_name, fp16=precision == "fp16")
-            written_by = f"the production image's entry point: {origin}"
-            (staging / plan_name / layout.CONFIG_FILE).write_text(configs.config_text(config, written_by))
+            comment = f"Written by the production image's entry point: {origin}"
+            (staging / plan_name / layout.CONFIG_FILE).write_text(configs.config_text(config, comment))
             for extra in model.onnx_file.parent.parent.iterdir():  # labels.txt, which label_filename names
                 if extra.is_file() and extra.name != layout.CONFIG_FILE:
                     shutil.copy2(extra, staging / plan_name / extra.name)
