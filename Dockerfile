@@ -32,11 +32,17 @@ ENV ALEXNET_MODEL_REPOSITORY=/opt/alexnet/model_repository \
     ALEXNET_HEALTH_WATCH=on \
     PYTHONDONTWRITEBYTECODE=1
 
-# numpy and Pillow for the preprocessing model, hash-pinned (the container's Python is 3.10).
+# numpy and Pillow for the preprocessing model, tritonclient's protobuf classes for the plan tool, hash-pinned
+# (the container's Python is 3.10).
 COPY serving/docker/requirements.txt /opt/alexnet/requirements.txt
 RUN python3 -m pip install --no-cache-dir --require-hashes -r /opt/alexnet/requirements.txt
 
 COPY --chmod=0755 serving/docker/entrypoint.sh serving/docker/trt_plan.py serving/health.py /opt/alexnet/bin/
+# The package that owns the model repository's layout and configs (the plan tool reads the repository with it)
+# and the tritonserver flags `alexnet serve` uses too, and the torch-free common package it and the plan tool
+# use (the error type, file hashes); beside the scripts, so they import them.
+COPY triton_repository/ /opt/alexnet/bin/triton_repository/
+COPY common/ /opt/alexnet/bin/common/
 
 # The repository generated beforehand into model_repository/ (the path `make clean` removes), baked in,
 # owned by root and read-only to the server: the image is the deployable unit, and it serves what was

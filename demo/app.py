@@ -26,7 +26,7 @@ from demo.examples import digit_example_files, is_digits_model, packaged_photo_f
 from demo.neighbours import NEIGHBOURS, NeighbourSearch, enlarge, kernels_file, serves_embedding
 from serving.client import InferenceRejected, Prediction, ServedModel, TritonClassifier
 from serving.errors import ServingError
-from serving.image_preprocessing import ImageError, decode_image, resize_and_crop
+from triton_repository.image_preprocessing import ImageError, decode_image, resize_and_crop
 
 TOP_K = 5
 MAX_UPLOAD = "10mb"  # Gradio refuses larger uploads before they reach us

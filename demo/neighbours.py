@@ -17,9 +17,10 @@ from PIL import Image
 
 from common.model_card import KERNELS_FILE  # standard library only
 from demo.examples import packaged_photo_files, validation_digits
-from serving.client import ServedModel, TritonClassifier, embedding_model_name
+from serving.client import ServedModel, TritonClassifier
 from serving.errors import ServingError
-from serving.image_preprocessing import prepare_image, resize_and_crop
+from triton_repository.image_preprocessing import prepare_image, resize_and_crop
+from triton_repository.layout import ModelNames
 
 NEIGHBOURS = 6  # as many as the paper's Figure 4 shows
 SAME_IMAGE = 1e-3  # features this close to the query are the query itself, not a neighbour
@@ -66,7 +67,7 @@ def photos_gallery(client: TritonClassifier, model: ServedModel) -> Gallery:
 def serves_embedding(client: TritonClassifier, model: ServedModel) -> bool:
     """Whether Triton serves <model>_embedding (exports before it, or with --no-embedding, do not)."""
     try:
-        client.max_batch_size(embedding_model_name(model.name))
+        client.max_batch_size(ModelNames(model.name).embedding)
     except ServingError:
         return False
     return True

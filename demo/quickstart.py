@@ -82,12 +82,13 @@ def ensure_trained(model_dir: Path, say: Callable[[str], None]) -> None:
 
 def served_weights_sha256(repository: Path, name: str) -> dict[str, str]:
     """source_weights_sha256 of the ONNX model and the ensemble, as their configs say ('' where missing)."""
-    from serving.server import read_config
+    from triton_repository.configs import read_config
+    from triton_repository.layout import CONFIG_FILE
 
     found = {}
     for model in (name, f"{name}_image"):
         config_dir = repository / model
-        if not (config_dir / "config.pbtxt").is_file():
+        if not (config_dir / CONFIG_FILE).is_file():
             found[model] = ""
             continue
         parameter = read_config(config_dir).parameters.get("source_weights_sha256")
@@ -199,7 +200,7 @@ def served_validation_top1(client) -> tuple[float, int]:
     from PIL import Image
 
     from demo.examples import validation_digits
-    from serving.image_preprocessing import resize_and_crop
+    from triton_repository.image_preprocessing import resize_and_crop
 
     model = client.model_info()
     images, labels = validation_digits()

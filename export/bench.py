@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export.onnx_export import INPUT_NAME, ONNX_FILE, export_onnx, read_metadata
+from export.onnx_export import export_onnx, read_metadata
 from export.quantize import quantize_int8
+from triton_repository.layout import INPUT_NAME, ONNX_FILE
 
 TARGET_RATIO = 1.5
 ENGINES = ("pytorch_eager", "onnxruntime_fp32", "onnxruntime_int8")

@@ -561,7 +561,7 @@ def check_tensorrt(check: Check, section: Section, model_dir: Path | None) -> No
         raise Skip("needs a GPU and " + ", ".join(missing or ["a GPU"]) + " (pip install '.[tensorrt]')")
     if model_dir is None:
         raise Skip("the training loop produced no model")
-    from export.onnx_export import ONNX_FILE, export_onnx
+    from export.onnx_export import export_onnx
     from export.parity import check_parity
     from export.tensorrt_build import (
         TENSORRT_FP16_TOLERANCE,
@@ -571,6 +571,7 @@ def check_tensorrt(check: Check, section: Section, model_dir: Path | None) -> No
     )
     from serving.onnx_session import create_session
     from training.model_dir import load_model_dir
+    from triton_repository.layout import ONNX_FILE
 
     network, card = load_model_dir(model_dir, device="cpu")
     onnx_path = check.scratch / "onnx" / ONNX_FILE

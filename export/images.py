@@ -2,8 +2,8 @@
 
 Either the validation split of the data set the model was trained on (the embedded digits, the
 synthetic set, or its image folder's val/ split), through the training package, or a folder of
-JPEG/PNG/WebP files (`--calibration-data DIR`), decoded and resized by serving/image_preprocessing.py,
-the same code the server runs on uploaded images.
+JPEG/PNG/WebP files (`--calibration-data DIR`), decoded and resized by
+triton_repository/image_preprocessing.py, the same code the server runs on uploaded images.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from common.model_card import ModelCard
 from export.errors import ExportError
-from serving.image_preprocessing import IMAGE_SUFFIXES
+from triton_repository.image_preprocessing import IMAGE_SUFFIXES
 
 DEFAULT_LIMIT = 512  # enough to catch a real mismatch, small enough to run in seconds
 
@@ -39,7 +39,7 @@ def real_images(
 
 
 def folder_images(folder: Path, card: ModelCard, limit: int) -> np.ndarray:
-    from serving.image_preprocessing import ImageError, prepare_image
+    from triton_repository.image_preprocessing import ImageError, prepare_image
 
     if not folder.is_dir():
         raise ExportError(

@@ -28,12 +28,8 @@ from torch import nn
 from common.model_card import ModelCard
 from export.errors import ExportError
 from training.model import Fc7Features, NormalisedPixels
+from triton_repository.layout import EMBEDDING_OUTPUT_NAME, INPUT_NAME, LABELS_FILE, OUTPUT_NAME
 
-INPUT_NAME = "pixels"
-OUTPUT_NAME = "probabilities"
-EMBEDDING_OUTPUT_NAME = "embedding"
-LABELS_FILE = "labels.txt"
-ONNX_FILE = "model.onnx"
 # A protobuf file cannot exceed 2 GiB; above this the weights go to model.onnx.data beside it.
 EMBED_LIMIT_BYTES = 1_800_000_000
 

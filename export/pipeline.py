@@ -7,7 +7,6 @@ folder beside REPO (see repository.RepositoryUpdate) and moved in at the end.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from common.hashing import sha256_of
 from common.model_card import KERNELS_FILE, WEIGHTS_FILE, ModelCard
 from export.errors import ExportError
 from export.images import real_images
-from export.onnx_export import INPUT_NAME, ONNX_FILE, export_embedding_onnx, export_onnx, stamp_metadata
+from export.onnx_export import export_embedding_onnx, export_onnx, stamp_metadata
 from export.parity import FP32_TOLERANCE, ParityReport, check_parity, run_batched
 from export.quantize import (
     MIN_INT8_AGREEMENT,
@@ -28,21 +27,19 @@ from export.quantize import (
     evaluate_int8,
     quantize_int8,
 )
-from export.repository import (
+from export.repository import RepositoryUpdate, choose_version
+from triton_repository.configs import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_QUEUE_DELAY_MICROSECONDS,
     DEVICES,
-    ModelNames,
-    RepositoryUpdate,
-    choose_version,
     embedding_ensemble_config,
     embedding_model_config,
     ensemble_config,
     onnx_model_config,
     preprocess_config,
 )
+from triton_repository.layout import INPUT_NAME, ONNX_FILE, ModelNames, write_preprocess_model
 
-PREPROCESS_MODEL_SOURCE = Path(__file__).with_name("triton_preprocess_model.py")
 PARITY_BATCH_SIZES = (1, 7)  # plus the maximum batch size
 
 
@@ -218,7 +215,7 @@ def export_repository(
         update.add_config(onnx_model_config(names.onnx, card, device=device, fp16=fp16, **batching), card)
         if int8:
             update.add_config(onnx_model_config(names.int8, card, device=device, int8=True, **batching), card)
-        _stage_preprocess(update, names, version)
+        write_preprocess_model(update.version_dir(names.preprocess, version))
         update.add_config(
             preprocess_config(names.preprocess, card, max_batch_size=max_batch_size, device=device),
             labels=False,
@@ -245,14 +242,6 @@ def _export_int8(
     )
     check_int8_agreement(report, MIN_INT8_AGREEMENT if min_agreement is None else min_agreement)
     return report
-
-
-def _stage_preprocess(update: RepositoryUpdate, names: ModelNames, version: int) -> None:
-    from serving import image_preprocessing
-
-    version_dir = update.version_dir(names.preprocess, version)
-    shutil.copyfile(PREPROCESS_MODEL_SOURCE, version_dir / "model.py")
-    shutil.copyfile(image_preprocessing.__file__, version_dir / "image_preprocessing.py")
 
 
 def _write_kernel_figure(version_dir: Path, network) -> None:

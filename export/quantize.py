@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from export.errors import ExportError
-from export.onnx_export import INPUT_NAME
 from export.parity import compare_outputs, run_batched
+from triton_repository.layout import INPUT_NAME
 
 MIN_INT8_AGREEMENT = 0.99  # top-1 agreement with FP32 below which --int8 refuses to write the model
 CALIBRATION_BATCH = 32

@@ -21,20 +21,17 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2
 
 from export.errors import ExportError
-from export.onnx_export import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, export_onnx
+from export.onnx_export import export_onnx
 from export.parity import FP32_TOLERANCE, ParityReport, check_parity
-from export.repository import (
-    CONFIG_FILE,
+from export.repository import RepositoryUpdate, choose_version
+from triton_repository.configs import (
     DEFAULT_MAX_BATCH_SIZE,
     TENSORRT_WORKSPACE_BYTES,
-    ModelNames,
-    RepositoryUpdate,
-    choose_version,
     read_config,
     tensorrt_plan_config,
 )
+from triton_repository.layout import CONFIG_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, PLAN_FILE, ModelNames
 
-PLAN_FILE = "model.plan"
 # Against ONNX Runtime FP32. An FP32 engine is built without TF32 (TensorRT 10 allows it by default: inputs
 # rounded to a 10-bit mantissa on Ampere and later, errors of ~1e-3 on a probability), so it is held to the
 # FP32 bound every FP32 implementation meets; FP16 (11-bit significand) to its own, far below a top-1 flip
@@ -152,9 +149,8 @@ def export_tensorrt(
 
 def _repository_config(model_dir: Path) -> model_config_pb2.ModelConfig:
     """The ONNX model's config, whose batching the plan follows (a bare default one if there is none)."""
-    config_path = model_dir / CONFIG_FILE
-    if config_path.is_file():
-        return read_config(config_path)
+    if (model_dir / CONFIG_FILE).is_file():
+        return read_config(model_dir)
     return model_config_pb2.ModelConfig(max_batch_size=DEFAULT_MAX_BATCH_SIZE)
 
 

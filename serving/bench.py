@@ -26,6 +26,7 @@ import numpy as np
 
 from serving.client import PIXELS, PROBABILITIES, TritonClassifier
 from serving.errors import ServingError
+from triton_repository.layout import ONNX_FILE, newest_file
 
 INPROCESS_BATCHES = (1, 64)
 
@@ -252,16 +253,13 @@ def measure_served(
 
 def served_onnx_file(repository: Path, model: str) -> Path:
     """The ONNX file the server runs for `model`: the newest version folder's model.onnx."""
-    model_dir = Path(repository) / model
-    versions = sorted(
-        (p for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
-    )
-    if not versions or not (versions[-1] / "model.onnx").is_file():
+    onnx_file = newest_file(Path(repository) / model, ONNX_FILE)
+    if onnx_file is None:
         raise ServingError(
             f"no {model}/<version>/model.onnx in {repository}: pass the repository the server runs "
             "(`alexnet export onnx --repository ...`)"
         )
-    return versions[-1] / "model.onnx"
+    return onnx_file
 
 
 def measure_inprocess(
@@ -298,7 +296,7 @@ def inprocess_session(onnx_file: Path, *, fp16: bool = False):
 
 def served_fp16(repository: Path, model: str) -> bool:
     """Whether the served model runs FP16 (its config's TensorRT precision), as the server decides it."""
-    from serving.server import read_config, wants_fp16
+    from triton_repository.configs import read_config, wants_fp16
 
     return wants_fp16(read_config(Path(repository) / model))
 

@@ -41,7 +41,8 @@ def serve(
     """Serve a model repository with a real Triton Inference Server (HTTP, gRPC, metrics) until Ctrl-C.
 
     Models whose backend this local server lacks (onnxruntime, tensorrt_plan) run their ONNX file with
-    ONNX Runtime in Triton's Python backend, with the exported config otherwise unchanged. Ready only
+    ONNX Runtime in Triton's Python backend, with the exported config otherwise unchanged; it prints
+    what it serves in place of what, one line per model it changes (docs/architecture.md). Ready only
     once every model is loaded and warmed up; Ctrl-C or SIGTERM shut it down cleanly. A worker process
     that dies, or a model that stops answering, restarts the server (logged with how long it took).
 

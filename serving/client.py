@@ -25,11 +25,18 @@ import numpy as np
 import tenacity
 
 from serving.errors import ServingError
-from serving.image_preprocessing import IMAGE_SUFFIXES, ImageError, prepare_image
+from triton_repository.image_preprocessing import IMAGE_SUFFIXES, ImageError, prepare_image
+from triton_repository.layout import (
+    EMBEDDING_OUTPUT_NAME,
+    IMAGE_INPUT_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelNames,
+)
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
-PIXELS, IMAGE, PROBABILITIES, EMBEDDING = "pixels", "image", "probabilities", "embedding"
+PIXELS, IMAGE, PROBABILITIES, EMBEDDING = INPUT_NAME, IMAGE_INPUT_NAME, OUTPUT_NAME, EMBEDDING_OUTPUT_NAME
 SEND_MODES = ("pixels", "bytes")
 RETRYABLE_STATUSES = ("UNAVAILABLE",)  # the server is restarting or reloading the model: try again
 
@@ -92,16 +99,6 @@ def is_retryable(error: BaseException) -> bool:
     if isinstance(error, InferenceRejected):
         return error.status in RETRYABLE_STATUSES
     return isinstance(error, ServerUnreachable)
-
-
-def image_model_name(model: str) -> str:
-    """The ensemble that takes encoded image bytes for `model`."""
-    return f"{model}_image"
-
-
-def embedding_model_name(model: str) -> str:
-    """The model that returns `model`'s fc7 features for pixels (append "_image" for encoded images)."""
-    return f"{model}_embedding"
 
 
 def list_image_files(paths: Iterable[str | Path], *, recursive: bool = False) -> list[Path]:
@@ -386,17 +383,17 @@ class TritonClassifier:
         """Top-k predictions for encoded JPEG/PNG/WebP files, decoded and resized by the server."""
         if not images:
             return []
-        return self._infer_chunked(image_model_name(self.model), IMAGE, _bytes_batch(images), top_k)
+        return self._infer_chunked(ModelNames(self.model).image, IMAGE, _bytes_batch(images), top_k)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """fc7 features FP32 [N, 4096] of uint8 [N, S, S, 3] RGB pixels, from <model>_embedding."""
         pixels = np.asarray(pixels)
         batch = pixels[np.newaxis] if pixels.ndim == 3 else pixels
-        return self._embed(embedding_model_name(self.model), PIXELS, batch)
+        return self._embed(ModelNames(self.model).embedding, PIXELS, batch)
 
     def embed_bytes(self, images: Sequence[bytes]) -> np.ndarray:
         """fc7 features of encoded JPEG/PNG/WebP files, decoded by the server (<model>_embedding_image)."""
-        return self._embed(image_model_name(embedding_model_name(self.model)), IMAGE, _bytes_batch(images))
+        return self._embed(ModelNames(self.model).embedding_image, IMAGE, _bytes_batch(images))
 
     def _embed(self, model: str, input_name: str, batch: np.ndarray) -> np.ndarray:
         output = self._module.InferRequestedOutput(EMBEDDING)

@@ -2,8 +2,9 @@
 
 Start-up works on a scratch copy of the model repository. Models whose backend this server lacks
 (`onnxruntime`, `tensorrt_plan`) become Python-backend models running the same ONNX file with ONNX Runtime
-(source in serving/triton_models/), with the exported config otherwise unchanged; the preprocessing model
-and the ensemble run as exported. See DESIGN.md, "Real components, and how they start".
+(triton_repository/onnx_substitute.py), with the exported config otherwise unchanged; the preprocessing
+model and the ensemble run as exported. Each change is announced on start (`TritonServer.notes`).
+See docs/architecture.md, "What the local server changes, and why".
 
     with TritonServer(Path("model_repository"), http_port=free_port(), grpc_port=free_port(),
                       metrics_port=free_port()) as server:
@@ -18,7 +19,6 @@ import ctypes.util
 import importlib.util
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -33,20 +33,35 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from serving.errors import ServingError
-from serving.onnx_session import gpu_available, tensorrt_available, usable_cpu_count
-from serving.triton_models import ONNX_SUBSTITUTE, SETTINGS_FILE, provider_announcements
+from serving.onnx_session import ProviderUse, gpu_available, tensorrt_available, usable_cpu_count
+from triton_repository.configs import (
+    ONNX_BACKEND,
+    PLAN_BACKEND,
+    engine_backend,
+    read_config,
+    wants_fp16,
+    write_config,
+)
+from triton_repository.layout import (
+    CONFIG_FILE,
+    MODEL_SOURCE_FILE,
+    ONNX_FILE,
+    ONNX_SUBSTITUTE,
+    model_dirs,
+    newest_file,
+    version_dirs,
+)
+from triton_repository.server_flags import ADMIN_HEADER, random_admin_key, tritonserver_flags
 
-CONFIG_FILE = "config.pbtxt"
-SUBSTITUTED_BACKENDS = ("onnxruntime", "tensorrt")  # backends the wheel's server does not ship
-ONNX_PLATFORMS = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt"}
-ADMIN_HEADER = "alexnet-admin-key"
-# Endpoints nobody needs from outside: repository index/load/unload, shared-memory registration, trace and
-# log settings. They answer only with the admin header, whose value is a random secret per start.
-RESTRICTED_ENDPOINTS = ("model-repository", "shared-memory", "trace", "logging")
+SUBSTITUTED_BACKENDS = (ONNX_BACKEND, PLAN_BACKEND)  # backends the wheel's server does not ship
+# Beside each substitute's model.py: which ONNX file, provider, threads. Then, written by each substitute
+# model instance once its session is up: the provider asked for and the one read back from the session.
+# (The substitute runs standalone in Triton and spells these names itself.)
+SETTINGS_FILE = "substitute.json"
+PROVIDER_FILE = "execution_provider.json"
 STOP_GRACE_SECONDS = 15.0
 LOAD_TIMEOUT_SECONDS = 300.0  # loading a model warms it up (and on a GPU may build TensorRT engines)
 LOG_TAIL_LINES = 200
@@ -90,25 +105,6 @@ class Distribution:
         return self.root.parent / "nvidia_pytriton.libs"
 
 
-def read_config(model_dir: Path) -> model_config_pb2.ModelConfig:
-    path = model_dir / CONFIG_FILE
-    try:
-        return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-    except text_format.ParseError as error:
-        raise ServingError(
-            f"{path} is not a valid Triton model config ({error}): re-run `alexnet export onnx`"
-        ) from error
-
-
-def write_config(model_dir: Path, config: model_config_pb2.ModelConfig) -> None:
-    (model_dir / CONFIG_FILE).write_text(text_format.MessageToString(config))
-
-
-def engine_backend(config: model_config_pb2.ModelConfig) -> str:
-    """The backend a config asks for, whether it names a backend or a platform."""
-    return config.backend or ONNX_PLATFORMS.get(config.platform, config.platform)
-
-
 @dataclass(frozen=True)
 class SubstituteSettings:
     """How the generated Python-backend models run ONNX Runtime on this machine."""
@@ -129,42 +125,27 @@ def _link_tree(source: Path, destination: Path) -> None:
     shutil.copytree(source, destination, symlinks=False, copy_function=os.symlink)
 
 
-def _version_dirs(model_dir: Path) -> list[Path]:
-    versions = [path for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit()]
-    return sorted(versions, key=_version)
-
-
-def _version(path: Path) -> int:
-    return int(path.name)
-
-
 def tensorrt_cache_dir(model: str, version: str) -> Path:
     """Where ONNX Runtime keeps the TensorRT engines it builds (tens of seconds each) across restarts."""
     cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache_root / "alexnet" / "tensorrt" / model / version
 
 
-def wants_fp16(config: model_config_pb2.ModelConfig) -> bool:
-    """FP16 asked for by a plan's `precision` parameter or a TensorRT accelerator's `precision_mode`."""
-    if "precision" in config.parameters and config.parameters["precision"].string_value.upper() == "FP16":
-        return True
-    return any(
-        accelerator.parameters.get("precision_mode", "").upper() == "FP16"
-        for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator
-    )
-
-
 def _substitute(
     model_dir: Path,
     config: model_config_pb2.ModelConfig,
     settings: SubstituteSettings,
-    onnx_source: Path | None,
+    onnx_source: Path | None = None,
+    onnx_model: str = "",
 ) -> str:
-    """Turn an onnxruntime/tensorrt_plan model folder into the Python-backend model running its ONNX file."""
+    """Turn an onnxruntime/tensorrt_plan model folder into the Python-backend model running its ONNX file
+    (or `onnx_source`, model `onnx_model`'s); the note saying what it serves in place of what."""
     source_backend = engine_backend(config)
-    onnx_name = config.default_model_filename if source_backend == "onnxruntime" else ""
-    onnx_name = onnx_name or "model.onnx"
+    onnx_name = config.default_model_filename if source_backend == ONNX_BACKEND else ""
+    onnx_name = onnx_name or ONNX_FILE
     fp16 = wants_fp16(config)
+    gpu_kind = model_config_pb2.ModelInstanceGroup.KIND_GPU
+    on_gpu = any(group.kind == gpu_kind for group in config.instance_group)
     config.ClearField("platform")
     config.backend = "python"
     config.ClearField("default_model_filename")
@@ -178,11 +159,11 @@ def _substitute(
             group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
             group.ClearField("gpus")
     threads = max(1, settings.cores // instances)
-    for version_dir in _version_dirs(model_dir):
+    for version_dir in version_dirs(model_dir):
         onnx_file = onnx_source or version_dir / onnx_name
         if not onnx_file.is_file():
             raise ServingError(f"{onnx_file} is missing: re-run `alexnet export onnx`")
-        shutil.copyfile(ONNX_SUBSTITUTE, version_dir / "model.py")
+        shutil.copyfile(ONNX_SUBSTITUTE, version_dir / MODEL_SOURCE_FILE)
         shutil.copyfile(Path(__file__).with_name("onnx_session.py"), version_dir / "onnx_session.py")
         substitute = {
             "source_backend": source_backend,
@@ -197,11 +178,34 @@ def _substitute(
         (version_dir / SETTINGS_FILE).write_text(json.dumps(substitute, indent=2))
     write_config(model_dir, config)
     provider = ("TensorRT" if settings.tensorrt else "CUDA") if settings.gpu else "CPU"
-    return (
-        f"{config.name}: {source_backend} backend not in the local server; served by ONNX Runtime "
-        f"({provider} execution provider, {instances} instance(s) x {threads} thread(s)) "
-        "in the Python backend"
+    served = f"{onnx_model}'s ONNX model" if onnx_model else "its ONNX model"
+    replaced = "its TensorRT plan" if source_backend == PLAN_BACKEND else f"the {source_backend} backend"
+    why = (
+        "a plan runs only where it was built"
+        if source_backend == PLAN_BACKEND
+        else f"the local server has no {source_backend} backend"
     )
+    moved = "; its GPU instances run on the CPU: no GPU here" if on_gpu and not settings.gpu else ""
+    return (
+        f"{config.name}: serving {served} on ONNX Runtime ({provider} execution provider, "
+        f"{instances} instance(s) x {threads} thread(s)) in the Python backend, in place of {replaced} "
+        f"({why}){moved}"
+    )
+
+
+def provider_announcements(models_dir: Path) -> list[str]:
+    """One line per substitute model of a started server's scratch repository: the execution provider its
+    sessions run on, with a WARNING where any instance runs on another than the one asked for."""
+    lines = []
+    for model_dir in sorted(path for path in models_dir.iterdir() if path.is_dir()):
+        uses = {
+            ProviderUse(**json.loads(record.read_text()))
+            for record in sorted(model_dir.glob(f"*/*.{PROVIDER_FILE}"))
+        }
+        if uses:
+            worst = min(uses, key=lambda use: (use.as_asked, use.running))
+            lines.append(worst.line(model_dir.name))
+    return lines
 
 
 def prepare_repository(
@@ -215,19 +219,19 @@ def prepare_repository(
     repository = Path(repository).resolve()
     if not repository.is_dir():
         raise ServingError(f"no model repository at {repository}: create one with `alexnet export onnx`")
-    model_dirs = sorted(path for path in repository.iterdir() if (path / CONFIG_FILE).is_file())
-    if not model_dirs:
+    sources = model_dirs(repository)
+    if not sources:
         raise ServingError(
             f"{repository} holds no model (no */{CONFIG_FILE}): create it with "
             f"`alexnet export onnx --model DIR --repository {repository}`"
         )
     settings = settings or SubstituteSettings.for_this_machine()
-    for path in model_dirs:
+    for path in sources:
         read_config(path)  # every config must parse before anything is written
     destination.mkdir(parents=True)
     notes = [
         prepare_model(repository, source_dir, destination, serve_int8=serve_int8, settings=settings)
-        for source_dir in model_dirs
+        for source_dir in sources
     ]
     return [note for note in notes if note]
 
@@ -241,30 +245,30 @@ def prepare_model(
     backend = engine_backend(config)
     if name.endswith("_int8") and not serve_int8:
         return f"{name}: not loaded (start with --int8 to serve the INT8 model under this name)"
-    onnx_source = None
-    if backend == "tensorrt":
+    onnx_source, onnx_model = None, ""
+    if backend == PLAN_BACKEND:
         fp32_name = name.removesuffix("_trt")
         if not (settings.gpu and settings.tensorrt):
             return (
                 f"{name}: TensorRT plan not served locally (needs a GPU and TensorRT; this machine "
                 f"has {'no GPU' if not settings.gpu else 'no TensorRT'}); use {fp32_name}"
             )
-        onnx_source = _sibling_onnx(repository, fp32_name, name)
+        onnx_source, onnx_model = _sibling_onnx(repository, fp32_name, name), fp32_name
     target = destination / name
     _link_tree(source_dir, target)
     (target / CONFIG_FILE).unlink()
     if backend in SUBSTITUTED_BACKENDS:
-        return _substitute(target, config, settings, onnx_source)
+        return _substitute(target, config, settings, onnx_source, onnx_model)
     write_config(target, config)
     return None
 
 
 def _sibling_onnx(repository: Path, fp32_name: str, plan_name: str) -> Path:
     """A plan only runs where it was built; locally its model runs the FP32 model's ONNX with TensorRT."""
-    versions = _version_dirs(repository / fp32_name) if (repository / fp32_name).is_dir() else []
-    if not versions or not (versions[-1] / "model.onnx").is_file():
-        raise ServingError(f"{plan_name} needs {fp32_name}/<version>/model.onnx beside it in {repository}")
-    return (versions[-1] / "model.onnx").resolve()
+    onnx_file = newest_file(repository / fp32_name, ONNX_FILE)
+    if onnx_file is None:
+        raise ServingError(f"{plan_name} needs {fp32_name}/<version>/{ONNX_FILE} beside it in {repository}")
+    return onnx_file.resolve()
 
 
 def _prepare_backends(destination: Path) -> Path:
@@ -369,7 +373,7 @@ class TritonServer:
         self.serve_int8 = serve_int8
         self.echo_log = echo_log
         self.log_verbose = log_verbose
-        self.admin_key = secrets.token_hex(16)
+        self.admin_key = random_admin_key()
         self.notes: list[str] = []  # what start-up changed in the scratch copy, one line per model
         self.models: list[str] = []  # the models this server loads
         self._process: subprocess.Popen | None = None
@@ -386,31 +390,21 @@ class TritonServer:
         self.metrics_url = f"http://{client_host}:{metrics_port}/metrics"
 
     def command(self, model_repository: Path, backend_directory: Path) -> list[str]:
-        restricted = f"{','.join(RESTRICTED_ENDPOINTS)}:{ADMIN_HEADER}={self.admin_key}"
+        shared = tritonserver_flags(
+            [str(model_repository)],
+            http_port=self.http_port,
+            grpc_port=self.grpc_port,
+            metrics_port=self.metrics_port,
+            admin_key=self.admin_key,
+            exit_timeout_secs=int(STOP_GRACE_SECONDS) - 5,
+            image=False,
+            host=self.host,
+        )
         return [
             str(Distribution.find().binary),
-            f"--model-repository={model_repository}",
+            *shared,
             f"--backend-directory={backend_directory}",
-            # Explicit control, every model loaded at start: serving/supervisor.py loads new versions
-            # through the (admin-key) repository API when `alexnet export onnx` adds them.
-            "--model-control-mode=explicit",
-            "--load-model=*",
-            # Triton 2.51's strict readiness stays false once any version was unloaded (measured:
-            # after a rollout from version 1 to 2); models' own readiness and serving/health.py's
-            # check tell the truth instead. Endpoints still open only once every model is loaded.
-            "--strict-readiness=false",
-            "--exit-on-error=true",
-            "--disable-auto-complete-config",
-            f"--http-address={self.host}",
-            f"--http-port={self.http_port}",
-            f"--grpc-address={self.host}",
-            f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}",
-            f"--metrics-port={self.metrics_port}",
             *self._device_flags(),
-            f"--http-restricted-api={restricted}",
-            f"--grpc-restricted-protocol={restricted}",
-            f"--exit-timeout-secs={int(STOP_GRACE_SECONDS) - 5}",
             f"--log-verbose={self.log_verbose}",
         ]
 

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 
 from serving import health
 from serving.errors import ServingError
-from serving.server import CONFIG_FILE, TritonServer, read_config
+from serving.server import TritonServer
+from triton_repository.configs import RepositoryError, read_config
+from triton_repository.layout import CONFIG_FILE, versions
 
 
 @dataclass
@@ -118,8 +120,7 @@ class Supervisor:
         for name in self.server.models:
             folder = self.server.repository / name
             try:
-                versions = sorted(int(path.name) for path in folder.iterdir() if path.name.isdigit())
-                state[name] = (tuple(versions), (folder / CONFIG_FILE).stat().st_mtime_ns)
+                state[name] = (tuple(versions(folder)), (folder / CONFIG_FILE).stat().st_mtime_ns)
             except OSError:  # being rewritten, or removed: leave it as it is
                 state[name] = self._sources.get(name, ())
         return state
@@ -136,7 +137,8 @@ class Supervisor:
             started = time.monotonic()
             try:
                 self.server.reload_from_source(name)
-            except (ServingError, OSError) as error:  # OSError: the folder changed while it was copied
+            # OSError: the folder changed while it was copied; RepositoryError: a config that does not parse
+            except (ServingError, RepositoryError, OSError) as error:
                 failed.append(name)
                 self.log(
                     f"alexnet serve: {name} version {after} not served ({error}); version {before} keeps "

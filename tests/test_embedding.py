@@ -13,7 +13,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from serving.client import TritonClassifier
-from serving.image_preprocessing import prepare_image
+from triton_repository.image_preprocessing import prepare_image
 
 pytestmark = pytest.mark.slow
 

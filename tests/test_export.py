@@ -20,9 +20,8 @@ from tritonclient.utils import triton_to_np_dtype
 
 from common.model_card import ModelCard
 from export.onnx_export import read_metadata
-from export.repository import CONFIG_FILE
+from triton_repository.layout import CONFIG_FILE, IMAGE_PREPROCESSING, PREPROCESS_MODEL
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("alexnet", "alexnet_preprocess", "alexnet_image")
 EMBEDDING_MODELS = ("alexnet_embedding", "alexnet_embedding_image")  # tests/test_embedding.py checks them
 
@@ -108,12 +107,8 @@ def test_repository_configs_parse_and_match_the_onnx_files(digits_repository: Pa
     assert preprocess.parameters["image_size"].string_value == str(size)
     assert preprocess.parameters["resize_size"].string_value == str(card.resize_size)
     version_dir = digits_repository / "alexnet_preprocess" / "1"
-    assert (version_dir / "model.py").read_text() == (
-        ROOT / "export" / "triton_preprocess_model.py"
-    ).read_text()
-    assert (version_dir / "image_preprocessing.py").read_bytes() == (
-        ROOT / "serving" / "image_preprocessing.py"
-    ).read_bytes()
+    assert (version_dir / "model.py").read_bytes() == PREPROCESS_MODEL.read_bytes()
+    assert (version_dir / "image_preprocessing.py").read_bytes() == IMAGE_PREPROCESSING.read_bytes()
 
     assert ensemble.platform == "ensemble"
     assert config_io(ensemble) == {
@@ -132,7 +127,7 @@ def test_repository_configs_parse_and_match_the_onnx_files(digits_repository: Pa
 
 
 def test_gpu_configs_use_the_tensorrt_accelerator(digits_model_dir: Path):
-    from export.repository import config_text, onnx_model_config, parse_config
+    from triton_repository.configs import config_text, onnx_model_config, parse_config
 
     card = ModelCard.load(digits_model_dir)
     fp16 = parse_config(
@@ -361,7 +356,7 @@ def test_calibration_folder_is_read_like_the_server_reads_uploads(tmp_path: Path
 
     from export.errors import ExportError
     from export.images import real_images
-    from serving.image_preprocessing import prepare_image
+    from triton_repository.image_preprocessing import prepare_image
 
     card = ModelCard.load(digits_model_dir)
     folder = tmp_path / "calibration"

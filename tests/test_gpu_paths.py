@@ -141,9 +141,8 @@ def test_serve_says_which_provider_runs_each_model(digits_server):
 @pytest.mark.parametrize("fp16", [False, True])
 def test_bench_baseline_uses_fp16_where_the_served_model_does(tmp_path: Path, fp16: bool):
     from common.model_card import ModelCard
-    from export.repository import onnx_model_config
     from serving.bench import served_fp16
-    from serving.server import write_config
+    from triton_repository.configs import onnx_model_config, write_config
 
     card = ModelCard(
         architecture="torchvision",

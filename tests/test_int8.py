@@ -131,7 +131,7 @@ def test_int8_graph_is_symmetric_int8_that_tensorrt_can_run(int8_repository: Pat
 
 
 def test_int8_config_for_cpu_and_gpu(int8_repository: Path, digits_model_dir: Path):
-    from export.repository import config_text, onnx_model_config
+    from triton_repository.configs import config_text, onnx_model_config
 
     config = text_format.Parse(
         (int8_repository / "alexnet_int8" / "config.pbtxt").read_text(), mc.ModelConfig()

@@ -221,12 +221,10 @@ def model_card(image_size: int = 64, classes: int = 10):
 
 def exported_config(batch: int = 64, fp16: bool = True) -> str:
     """The `alexnet` config.pbtxt exactly as `alexnet export onnx` writes it for a GPU host."""
-    from export import repository as export_repository
+    from triton_repository.configs import config_text, onnx_model_config
 
-    config = export_repository.onnx_model_config(
-        "alexnet", model_card(), max_batch_size=batch, device="gpu", fp16=fp16
-    )
-    return export_repository.config_text(config)
+    config = onnx_model_config("alexnet", model_card(), max_batch_size=batch, device="gpu", fp16=fp16)
+    return config_text(config)
 
 
 def write_onnx_model(repository: Path, config_text: str, versions: dict[int, bytes]) -> None:
@@ -326,10 +324,20 @@ def test_image_serves_the_repository_the_entrypoint_serves(tmp_path):
 
 def test_image_python_packages_are_hash_pinned():
     requirements = (ROOT / "serving" / "docker" / "requirements.txt").read_text()
-    pins = re.findall(r"^([a-z0-9_-]+)==([\w.]+)", requirements, flags=re.M)
-    assert {name for name, _ in pins} == {"numpy", "pillow"}
-    assert all(version for _, version in pins)
-    assert requirements.count("--hash=sha256:") >= 2 * len(pins)
+    pins = {
+        name: (version, re.findall(r"--hash=sha256:[0-9a-f]{64}", hashes))
+        for name, version, hashes in re.findall(
+            r"^([a-z0-9_-]+)==([\w.]+)((?:\s*\\\s*--hash=sha256:\w+)*)", requirements, flags=re.M
+        )
+    }
+    # numpy and Pillow for the preprocessing model; tritonclient's protobuf classes (and what importing them
+    # needs) for triton_repository, which the plan tool reads the repository with.
+    assert set(pins) == {
+        "numpy", "pillow", "tritonclient", "protobuf", "grpcio", "python-rapidjson", "urllib3", "packaging"
+    }  # fmt: skip
+    assert all(version and hashes for version, hashes in pins.values())
+    for compiled in ("numpy", "pillow", "protobuf", "grpcio", "python-rapidjson"):  # x86_64 and aarch64
+        assert len(pins[compiled][1]) == 2, compiled
     (install,) = [rest for rest in dockerfile("RUN") if "pip install" in rest]
     assert "--require-hashes" in install and "requirements.txt" in install and "--no-cache-dir" in install
 
@@ -345,6 +353,10 @@ def test_build_context_holds_the_repository_and_scripts_but_never_a_plan():
         "serving/docker/entrypoint.sh",
         "serving/docker/trt_plan.py",
         "serving/docker/requirements.txt",
+        "triton_repository/configs.py",
+        "triton_repository/server_flags.py",
+        "common/errors.py",
+        "common/hashing.py",
     ):
         assert not dockerignore_excludes(path), f"{path} would be missing from the build context"
     for path in (
@@ -366,12 +378,11 @@ def test_build_context_holds_the_repository_and_scripts_but_never_a_plan():
 
 def test_container_python_code_parses_as_python_3_10():
     """The Triton 24.10 container runs Python 3.10, the development machines 3.11: no 3.11-only syntax in
-    what the container runs (the plan tool, and the Python-backend model sources export copies into the
-    repository: export/triton_*.py and serving/image_preprocessing.py, and the health check)."""
-    model_sources = sorted((ROOT / "export").glob("triton_*.py"))
-    assert model_sources, "export's Python-backend model source (export/triton_*.py) moved: update this test"
-    serving = ROOT / "serving"
-    for path in (PLAN_TOOL, serving / "health.py", serving / "image_preprocessing.py", *model_sources):
+    what the container runs (the plan tool, the triton_repository and common packages it imports, the former's
+    Python-backend model sources that export copies into the repository, and the health check)."""
+    package = sorted((ROOT / "triton_repository").glob("*.py")) + sorted((ROOT / "common").glob("*.py"))
+    assert len(package) >= 10, "the triton_repository or common package moved: update this test"
+    for path in (PLAN_TOOL, ROOT / "serving" / "health.py", *package):
         ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))
     with pytest.raises(SyntaxError):  # the check is real: 3.11's except* is refused
         ast.parse("try:\n    pass\nexcept* ValueError:\n    pass\n", feature_version=(3, 10))
@@ -389,7 +400,7 @@ def exported_repository(request) -> Path:
 def test_a_real_exported_repository_goes_into_the_image(exported_repository, trt_plan, tmp_path):
     """What `alexnet export onnx` writes passes the image's build-time check, is all sent to the Docker
     build, runs on the container's Python, and yields a plan model with the exported model's interface."""
-    from export import repository as export_repository
+    from triton_repository.configs import io_signature, read_config
 
     files = [
         p.relative_to(exported_repository).as_posix() for p in exported_repository.rglob("*") if p.is_file()
@@ -430,10 +441,9 @@ def test_a_real_exported_repository_goes_into_the_image(exported_repository, trt
         precision="fp16",
         builder=trt_plan.trtexec_builder(str(fake)),
     )
-    plan = export_repository.read_config(target / "alexnet_trt" / "config.pbtxt")
-    exported = export_repository.read_config(served / "alexnet" / "config.pbtxt")
+    plan, exported = read_config(target / "alexnet_trt"), read_config(served / "alexnet")
     assert (plan.platform, plan.backend) == ("tensorrt_plan", "tensorrt")
-    assert export_repository.io_signature(plan) == export_repository.io_signature(exported)
+    assert io_signature(plan) == io_signature(exported)
     assert plan.max_batch_size == exported.max_batch_size and plan.output[0].label_filename
     assert (target / "alexnet_trt" / plan.output[0].label_filename).is_file()
 
@@ -462,6 +472,22 @@ def test_entrypoint_command_uses_flags_triton_2_51_knows(tmp_path, triton_help):
     key, _, value = header.partition("=")
     assert key == ADMIN_HEADER and len(value) >= 32, "without ALEXNET_ADMIN_KEY the key must be random"
     assert dry_run(tmp_path) != command, "a fresh random admin key per start"
+
+
+def test_entrypoint_serves_with_the_flags_alexnet_serve_shares(tmp_path):
+    """One list of tritonserver flags (triton_repository/server_flags.py), the image's variant of it."""
+    from triton_repository.server_flags import tritonserver_flags
+
+    write_echo_model(tmp_path)
+    command = dry_run(tmp_path, "--log-verbose=1", ALEXNET_ADMIN_KEY="k" * 32)
+    shared = tritonserver_flags(
+        [str(tmp_path)],
+        **{f"{name}_port": port for name, port in TRITON_PORTS.items()},
+        admin_key="k" * 32,
+        exit_timeout_secs=int(entrypoint_default("ALEXNET_EXIT_TIMEOUT_SECS")),
+        image=True,
+    )
+    assert command == ["tritonserver", *shared, "--log-verbose=1"]
 
 
 def test_entrypoint_refuses_what_it_cannot_serve(tmp_path):
@@ -784,19 +810,28 @@ def test_docs_give_the_commands_for_these_files():
 
 
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])
-def test_plan_config_is_the_one_export_tensorrt_writes(trt_plan, precision):
-    """Derived from the exported ONNX config in the container, the plan's config is the same message that
+def test_plan_config_is_the_one_export_tensorrt_writes(trt_plan, tmp_path, precision):
+    """Built in the container from the exported ONNX config, the plan's config is the same message that
     `alexnet export tensorrt` writes: same I/O, labels, batching, instances, warmup and parameters."""
-    from export import repository as export_repository
+    from triton_repository import configs
 
-    onnx_text = exported_config(fp16=True)
-    plan_text = trt_plan.plan_config(onnx_text, "alexnet_trt", precision, origin="built in a test")
-    plan = text_format.Parse(plan_text, model_config_pb2.ModelConfig())
-    expected = export_repository.tensorrt_plan_config(
+    write_onnx_model(tmp_path / "repository", exported_config(fp16=True), {1: b"graph"})
+    target = trt_plan.build_plan_repository(
+        tmp_path / "repository",
+        "alexnet",
+        tmp_path / "cache",
+        gpu=trt_plan.Gpu("NVIDIA L4", "8.9"),
+        trt_version="100500",
+        precision=precision,
+        builder=lambda model, plan, fp16: plan.write_bytes(b"engine"),
+    )
+    plan_text = (target / "alexnet_trt" / "config.pbtxt").read_text()
+    expected = configs.tensorrt_plan_config(
         "alexnet_trt", model_card(), max_batch_size=64, fp16=precision == "fp16"
     )
-    assert plan == expected, text_format.MessageToString(plan)
+    assert configs.parse_config(plan_text) == expected, plan_text
     assert "accelerator" not in plan_text, "the ONNX model's comments about its accelerator are dropped"
+    assert plan_text.startswith("# Written by the production image's entry point: the TensorRT plan of")
 
 
 def test_plan_reads_hand_written_configs(trt_plan, tmp_path):
@@ -811,11 +846,13 @@ optimization { execution_accelerators { gpu_execution_accelerator : [
 instance_group [ { kind: KIND_GPU } ]
 dynamic_batching { max_queue_delay_microseconds: 100 }
 """
+    from triton_repository.configs import plan_config
+
     write_onnx_model(tmp_path, text, {3: b"graph"})
     model = trt_plan.read_onnx_model(tmp_path, "alexnet")
     assert (model.input_name, model.input_dims, model.max_batch_size) == ("pixels", (224, 224, 3), 32)
     assert model.onnx_file == tmp_path / "alexnet" / "3" / "model.onnx"
-    plan = text_format.Parse(trt_plan.plan_config(text, "alexnet_trt"), model_config_pb2.ModelConfig())
+    plan = plan_config(model.config, "alexnet_trt", fp16=True)
     assert (plan.name, plan.platform, plan.backend, plan.max_batch_size) == (
         "alexnet_trt",
         "tensorrt_plan",
@@ -823,8 +860,9 @@ dynamic_batching { max_queue_delay_microseconds: 100 }
         32,
     )
     assert list(plan.input[0].dims) == [224, 224, 3] and plan.output[0].label_filename == "labels.txt"
-    with pytest.raises(trt_plan.PlanError, match="not a valid Triton model config"):
-        trt_plan.parse_config('name: "alexnet"\ninput [ { name: "pixels" ', "broken/config.pbtxt")
+    (tmp_path / "alexnet" / "config.pbtxt").write_text('name: "alexnet"\ninput [ { name: "pixels" ')
+    with pytest.raises(trt_plan.PlanError, match="config.pbtxt is not a valid Triton model config"):
+        trt_plan.read_onnx_model(tmp_path, "alexnet")
 
 
 def test_plan_is_built_once_per_gpu_and_model_then_cached(trt_plan, tmp_path, monkeypatch):

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from serving.client import InferenceRejected, TritonClassifier
-from serving.image_preprocessing import prepare_image
-from serving.server import read_config
+from triton_repository.configs import read_config
+from triton_repository.image_preprocessing import prepare_image
 
 pytestmark = pytest.mark.slow
 

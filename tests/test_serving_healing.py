@@ -25,9 +25,9 @@ import pytest
 from PIL import Image
 
 from serving.client import NO_RETRY, InferenceRejected, RetryPolicy, ServerUnreachable, TritonClassifier
-from serving.image_preprocessing import prepare_image
 from serving.server import TritonServer, free_port
 from serving.supervisor import Supervisor
+from triton_repository.image_preprocessing import prepare_image
 
 pytestmark = pytest.mark.slow
 

@@ -11,15 +11,8 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from serving.errors import ServingError
-from serving.server import (
-    SubstituteSettings,
-    TritonServer,
-    free_port,
-    prepare_repository,
-    read_config,
-    write_config,
-)
-from serving.triton_models import SETTINGS_FILE
+from serving.server import SETTINGS_FILE, SubstituteSettings, TritonServer, free_port, prepare_repository
+from triton_repository.configs import read_config, write_config
 
 CPU_ONLY = SubstituteSettings(gpu=False, tensorrt=False, cores=2)
 
@@ -79,10 +72,29 @@ def test_onnx_models_become_python_models_with_the_same_config(digits_repository
     # The preprocessing model and the ensemble run as exported.
     for name in ("alexnet_preprocess", "alexnet_image"):
         assert read_config(scratch / name) == read_config(digits_repository / name)
-    assert any(note.startswith("alexnet: onnxruntime backend not in the local server") for note in notes)
+    assert (
+        "alexnet: serving its ONNX model on ONNX Runtime (CPU execution provider, 1 instance(s) x "
+        "2 thread(s)) in the Python backend, in place of the onnxruntime backend (the local server has no "
+        "onnxruntime backend)"
+    ) in notes
     assert not (digits_repository / "alexnet" / "1" / "model.py").exists(), (
         "the repository itself is untouched"
     )
+
+
+def test_gpu_instances_moved_to_the_cpu_are_announced(digits_repository, tmp_path):
+    repository = tmp_path / "repository"
+    shutil.copytree(digits_repository, repository, symlinks=True)
+    config = read_config(repository / "alexnet")
+    config.instance_group[0].kind = mc.ModelInstanceGroup.KIND_GPU  # as `alexnet export onnx` writes it
+    write_config(repository / "alexnet", config)
+    notes = prepare_repository(repository, tmp_path / "scratch", settings=CPU_ONLY)
+    (note,) = [note for note in notes if note.startswith("alexnet:")]
+    assert note.endswith("in place of the onnxruntime backend (the local server has no onnxruntime backend); "
+                         "its GPU instances run on the CPU: no GPU here"), note  # fmt: skip
+    assert [group.kind for group in read_config(tmp_path / "scratch" / "alexnet").instance_group] == [
+        mc.ModelInstanceGroup.KIND_CPU
+    ]
 
 
 def test_int8_is_loaded_only_when_asked_and_the_plan_only_with_a_gpu(digits_repository, tmp_path):
@@ -104,7 +116,12 @@ def test_int8_is_loaded_only_when_asked_and_the_plan_only_with_a_gpu(digits_repo
     assert read_config(tmp_path / "int8" / "alexnet_int8").backend == "python"
 
     gpu = SubstituteSettings(gpu=True, tensorrt=True, cores=16)
-    prepare_repository(repository, tmp_path / "gpu", settings=gpu)
+    notes = prepare_repository(repository, tmp_path / "gpu", settings=gpu)
+    assert any(
+        note.startswith("alexnet_trt: serving alexnet's ONNX model on ONNX Runtime (TensorRT execution")
+        and note.endswith("in place of its TensorRT plan (a plan runs only where it was built)")
+        for note in notes
+    ), notes
     plan_settings = json.loads((tmp_path / "gpu" / "alexnet_trt" / "1" / SETTINGS_FILE).read_text())
     assert plan_settings["source_backend"] == "tensorrt" and plan_settings["device"] == "gpu"
     assert Path(plan_settings["onnx_file"]) == (repository / "alexnet" / "1" / "model.onnx").resolve()

@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 from common.model_card import ModelCard
-from serving.image_preprocessing import prepare_image, resize_and_crop
 from training import presets
 from training.data import digit_to_pil, load_data, make_loaders, validation_pixels
 from training.digits import DIGIT_LABELS, load_digits_split
 from training.errors import TrainingError
+from triton_repository.image_preprocessing import prepare_image, resize_and_crop
 
 
 def test_digits_split_is_fixed_stratified_uint8_and_torch_free():
@@ -79,7 +79,7 @@ def make_image_folder(
 
 def test_validation_pixels_equal_serving_preprocessing_on_real_files(tmp_path):
     """Export calibrates and checks parity on these pixels; the server computes them with
-    serving.image_preprocessing. Both must agree exactly, for every size and format."""
+    triton_repository.image_preprocessing. Both must agree exactly, for every size and format."""
     root = make_image_folder(tmp_path / "photos", per_class=6)
     for image_size, resize_size in ((64, 73), (64, 64), (224, 256)):
         card = ModelCard(

@@ -13,7 +13,6 @@ from fixtures_training import alexnet_in_process
 from common.hashing import sha256_of
 from common.model_card import ModelCard
 from export.onnx_export import metadata_for
-from export.repository import card_parameters
 from training.engine import train_step
 from training.model import build_model
 from training.model_dir import load_model_dir
@@ -21,6 +20,7 @@ from training.optim import LRSchedule
 from training.precision import Precision
 from training.pretrained import published_weights, write_pretrained
 from training.weights import load_torchvision_weights
+from triton_repository.configs import card_parameters
 
 
 @pytest.fixture(scope="module")

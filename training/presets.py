@@ -14,7 +14,7 @@ resized to 256; the quickstart trains at 64 from digits resized to 64.
 Evaluation is resize + centre crop; `ten_crop_transform` is the paper's ten-patch test (of the same
 256x256 square).
 The uint8 pixels after `eval_pixels` are what export, the Triton preprocessing model and
-serving.image_preprocessing.resize_and_crop produce for the same image (a test checks it).
+triton_repository.image_preprocessing.resize_and_crop produce for the same image (a test checks it).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The production image's entry point: check the model repository, optionally build the TensorRT plan
-# (first start only; cached on a volume), then exec Triton with strict model control.
+# (first start only; cached on a volume), then exec Triton with the flags `alexnet serve` shares
+# (triton_repository/server_flags.py) and strict model control.
 #
 #   entrypoint.sh [TRITONSERVER_FLAGS...]   serve (extra flags go to tritonserver as they are)
 #   entrypoint.sh build-plan                build or find the cached plan, print its repository, exit
@@ -32,13 +33,12 @@ HTTP_PORT="${ALEXNET_HTTP_PORT:-8000}"
 GRPC_PORT="${ALEXNET_GRPC_PORT:-8001}"
 METRICS_PORT="${ALEXNET_METRICS_PORT:-8002}"
 EXIT_TIMEOUT_SECS="${ALEXNET_EXIT_TIMEOUT_SECS:-30}"
-ADMIN_HEADER="alexnet-admin-key"
-# Nobody outside needs these: the repository index and load/unload, shared-memory registration, trace and
-# log settings. They answer only to the admin header (the same list `alexnet serve` restricts).
-RESTRICTED_APIS="model-repository,shared-memory,trace,logging"
 HEALTH_WATCH="${ALEXNET_HEALTH_WATCH:-on}"
 BIN_DIR="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 PLAN_TOOL="${BIN_DIR}/trt_plan.py"
+# The triton_repository package: beside this script in the image, at the top of the source tree otherwise.
+PACKAGE_ROOT="${BIN_DIR}"
+[[ -d "${PACKAGE_ROOT}/triton_repository" ]] || PACKAGE_ROOT="$(dirname "$(dirname "${BIN_DIR}")")"
 # The same check `alexnet serve` and the Kubernetes probes run; beside this script in the image.
 HEALTH_TOOL="${BIN_DIR}/health.py"
 [[ -f "${HEALTH_TOOL}" ]] || HEALTH_TOOL="${BIN_DIR}/../health.py"  # the source tree: serving/health.py
@@ -48,18 +48,22 @@ fail() {
     exit 2
 }
 
+python_with_package() {
+    PYTHONPATH="${PACKAGE_ROOT}${PYTHONPATH:+:${PYTHONPATH}}" python3 "$@"
+}
+
 check_repository() {
-    python3 "${PLAN_TOOL}" check --repository "${MODEL_REPOSITORY}"
+    python_with_package "${PLAN_TOOL}" check --repository "${MODEL_REPOSITORY}"
 }
 
 build_plan() {
-    python3 "${PLAN_TOOL}" build --repository "${MODEL_REPOSITORY}" --model "${MODEL_NAME}" \
+    python_with_package "${PLAN_TOOL}" build --repository "${MODEL_REPOSITORY}" --model "${MODEL_NAME}" \
         --cache "${CACHE_DIR}" --precision "${TRT_PRECISION}"
 }
 
 serve() {
-    local repositories=("--model-repository=${MODEL_REPOSITORY}")
-    local plan_repository admin_key
+    local repositories=("--repository=${MODEL_REPOSITORY}")
+    local plan_repository flags_text flags
     check_repository
     case "${HEALTH_WATCH}" in
         on | off) ;;
@@ -69,29 +73,16 @@ serve() {
         off) ;;
         build)
             plan_repository="$(build_plan)"
-            repositories+=("--model-repository=${plan_repository}")
+            repositories+=("--repository=${plan_repository}")
             ;;
         *) fail "ALEXNET_TRT_PLAN must be off or build, not '${TRT_PLAN}'" ;;
     esac
-    admin_key="${ALEXNET_ADMIN_KEY:-$(python3 -c 'import secrets; print(secrets.token_hex(16))')}"
-    local restricted="${RESTRICTED_APIS}:${ADMIN_HEADER}=${admin_key}"
-    local command=(
-        tritonserver
-        "${repositories[@]}"
-        --model-control-mode=none
-        --strict-readiness=true
-        --exit-on-error=true
-        --disable-auto-complete-config
-        --http-port="${HTTP_PORT}"
-        --grpc-port="${GRPC_PORT}"
-        --metrics-port="${METRICS_PORT}"
-        --allow-metrics=true
-        --http-restricted-api="${restricted}"
-        --grpc-restricted-protocol="${restricted}"
-        --exit-timeout-secs="${EXIT_TIMEOUT_SECS}"
-        --log-format=ISO8601
-        "$@"
-    )
+    # A random admin key when ALEXNET_ADMIN_KEY is unset.
+    flags_text="$(python_with_package -m triton_repository.server_flags --image "${repositories[@]}" \
+        --http-port="${HTTP_PORT}" --grpc-port="${GRPC_PORT}" --metrics-port="${METRICS_PORT}" \
+        --exit-timeout-secs="${EXIT_TIMEOUT_SECS}" --admin-key="${ALEXNET_ADMIN_KEY:-}")"
+    mapfile -t flags <<<"${flags_text}"
+    local command=(tritonserver "${flags[@]}" "$@")
     if [[ "${ALEXNET_DRY_RUN:-0}" == "1" ]]; then
         printf '%s\n' "${command[@]}"
         return 0

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Check the image's model repository, and build the TensorRT plan at first start, cached on a volume.
 
-Runs inside the production image, called by entrypoint.sh; the standard library only, and Python 3.10
-(the interpreter of NVIDIA's Triton 24.10 container):
+Runs inside the production image, called by entrypoint.sh, on Python 3.10 (the interpreter of NVIDIA's
+Triton 24.10 container). It reads the repository as `alexnet export` wrote it, with the triton_repository
+package (copied beside this script) and tritonclient's protobuf classes (serving/docker/requirements.txt):
 
     trt_plan.py check --repository /opt/alexnet/model_repository
     trt_plan.py build --repository /opt/alexnet/model_repository --model alexnet --cache /var/cache/alexnet
@@ -35,18 +36,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-CONFIG_FILE = "config.pbtxt"
-PLAN_FILE = "model.plan"
-PLAN_SUFFIX = "_trt"  # the plan model is served as `<name>_trt` beside `<name>` (DESIGN.md's contracts)
+from tritonclient.grpc import model_config_pb2 as mc
+
+from common.hashing import sha256_of
+from triton_repository import configs, layout
+
 PLAN_VERSION = "1"
-ONNX_PLATFORM, ONNX_BACKEND = "onnxruntime_onnx", "onnxruntime"
-PLAN_PLATFORM, PLAN_BACKEND = "tensorrt_plan", "tensorrt"
 TRTEXEC_LOCATIONS = ("/usr/src/tensorrt/bin/trtexec",)  # where NVIDIA's containers keep it
-# Top-level config fields that belong to the ONNX Runtime model, not to the plan: its name, how it runs and
-# ONNX Runtime's TensorRT accelerator. Everything else (inputs, outputs, labels, batching, instances,
-# warmup, parameters) is copied unchanged, so `<name>_trt` answers exactly like `<name>`, and the result is
-# the config `alexnet export tensorrt` writes for its plan (tests/test_production.py compares the two).
-ONNX_ONLY_FIELDS = ("name", "platform", "backend", "default_model_filename", "optimization")
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 75, 76
 
 
@@ -58,163 +54,7 @@ def log(message: str) -> None:
     print(f"alexnet: {message}", file=sys.stderr, flush=True)
 
 
-# ---- Triton's config.pbtxt (protobuf text format): just enough to read and edit it without tritonclient ----
-
-_TOKEN = re.compile(
-    r"""(?P<skip>\s+|\#[^\n]*)"""
-    r"""|(?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')"""
-    r"""|(?P<punct>[{}\[\]:,;<>])"""
-    r"""|(?P<word>[^\s{}\[\]:,;<>"'\#]+)"""
-)
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str
-    text: str
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class Field:
-    """One field of a text-format message; `value` is a scalar string or the fields of a sub-message.
-
-    `start`/`end` span the whole construct in the source text, so a field can be cut out verbatim.
-    """
-
-    name: str
-    value: str | list[Field]
-    start: int
-    end: int
-
-
-def tokenize(text: str) -> list[Token]:
-    tokens, position = [], 0
-    while position < len(text):
-        match = _TOKEN.match(text, position)
-        if match is None:
-            raise PlanError(f"unreadable character {text[position]!r} at offset {position}")
-        if match.lastgroup != "skip":
-            tokens.append(Token(match.lastgroup, match.group(), match.start(), match.end()))
-        position = match.end()
-    return tokens
-
-
-def _unquote(literal: str) -> str:
-    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), literal[1:-1])
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.tokens = tokenize(text)
-        self.index = 0
-
-    def peek(self) -> Token | None:
-        return self.tokens[self.index] if self.index < len(self.tokens) else None
-
-    def take(self, expected: str | None = None) -> Token:
-        token = self.peek()
-        if token is None or (expected is not None and token.text != expected):
-            found = "the end of the file" if token is None else repr(token.text)
-            raise PlanError(f"expected {expected or 'a field'}, found {found}")
-        self.index += 1
-        return token
-
-    def message(self, closing: str | None) -> list[Field]:
-        fields: list[Field] = []
-        while (token := self.peek()) is not None and token.text != closing:
-            fields.extend(self.field())
-            if (separator := self.peek()) is not None and separator.text in (",", ";"):
-                self.index += 1
-        if closing is not None:
-            self.take(closing)
-        return fields
-
-    def field(self) -> list[Field]:
-        name = self.take()
-        if name.kind != "word":
-            raise PlanError(f"expected a field name, found {name.text!r}")
-        if (colon := self.peek()) is not None and colon.text == ":":
-            self.index += 1
-        if (bracket := self.peek()) is not None and bracket.text == "[":  # repeated field: name [a, b, ...]
-            self.index += 1
-            values = []
-            while (token := self.peek()) is not None and token.text != "]":
-                values.append(self.value())
-                if (comma := self.peek()) is not None and comma.text == ",":
-                    self.index += 1
-            end = self.take("]").end
-            return [Field(name.text, value, name.start, end) for value in values]
-        value = self.value()
-        return [Field(name.text, value, name.start, self.tokens[self.index - 1].end)]
-
-    def value(self) -> str | list[Field]:
-        token = self.take()
-        if token.text in ("{", "<"):
-            return self.message("}" if token.text == "{" else ">")
-        if token.kind == "string":  # adjacent string literals concatenate, as in C
-            parts = [_unquote(token.text)]
-            while (more := self.peek()) is not None and more.kind == "string":
-                parts.append(_unquote(self.take().text))
-            return "".join(parts)
-        if token.kind != "word":
-            raise PlanError(f"expected a value, found {token.text!r}")
-        return token.text
-
-
-def parse_config(text: str, source: str = CONFIG_FILE) -> list[Field]:
-    """The top-level fields of a config.pbtxt; PlanError naming the file when it is not valid text format."""
-    try:
-        return _Parser(text).message(closing=None)
-    except PlanError as error:
-        raise PlanError(f"{source} is not a valid Triton model config ({error})") from None
-
-
-def every(fields: list[Field], name: str) -> list[Field]:
-    return [field for field in fields if field.name == name]
-
-
-def scalar(fields: list[Field], name: str, default: str = "") -> str:
-    found = every(fields, name)
-    if not found:
-        return default
-    if not isinstance(found[-1].value, str):
-        raise PlanError(f"{name} should be a single value")
-    return found[-1].value
-
-
-def without_fields(text: str, names: tuple[str, ...]) -> str:
-    """`text` with the named top-level fields cut out, every other byte kept as it was."""
-    spans = sorted(
-        {(field.start, field.end) for field in parse_config(text) if field.name in names}, reverse=True
-    )
-    for start, end in spans:
-        tail = re.match(r"[ \t]*[,;]?[ \t]*\n?", text[end:])
-        text = text[:start] + text[end + (tail.end() if tail else 0) :]
-    return text
-
-
-def plan_config(onnx_config: str, plan_name: str, precision: str = "fp16", origin: str = "") -> str:
-    """The plan model's config: the ONNX model's, with its own name, the tensorrt_plan platform and the
-    plan's precision among its parameters (the ONNX model's explanatory comments are dropped)."""
-    kept = re.sub(r"^[ \t]*#[^\n]*\n?", "", without_fields(onnx_config, ONNX_ONLY_FIELDS), flags=re.M)
-    header = f"# Written by the production image's entry point: {origin}\n" if origin else ""
-    return (
-        f'{header}name: "{plan_name}"\nplatform: "{PLAN_PLATFORM}"\nbackend: "{PLAN_BACKEND}"\n'
-        f"{kept.strip()}\n"
-        f'parameters {{ key: "precision" value {{ string_value: "{precision.upper()}" }} }}\n'
-    )
-
-
-# ---- the repository ----
-
-
-def _version_dirs(model_dir: Path) -> list[Path]:
-    return sorted(
-        (d for d in model_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name)
-    )
+# ---- the repository, read with triton_repository (tritonclient's protobuf classes, as export wrote it) ----
 
 
 def check_repository(repository: Path) -> list[str]:
@@ -224,20 +64,20 @@ def check_repository(repository: Path) -> list[str]:
             f"no model repository at {repository}: export one with `alexnet export onnx --model DIR "
             "--repository model_repository` before `docker build`, or mount one at that path"
         )
-    model_dirs = sorted(d for d in repository.iterdir() if (d / CONFIG_FILE).is_file())
+    model_dirs = layout.model_dirs(repository)
     if not model_dirs:
         raise PlanError(
-            f"{repository} holds no model (no <model>/{CONFIG_FILE}): export one with `alexnet export onnx`"
+            f"{repository} holds no model (no <model>/{layout.CONFIG_FILE}): "
+            "export one with `alexnet export onnx`"
         )
     for model_dir in model_dirs:
-        fields = parse_config((model_dir / CONFIG_FILE).read_text(), str(model_dir / CONFIG_FILE))
-        name = scalar(fields, "name", model_dir.name)
-        if name != model_dir.name:
+        config = read_config(model_dir)
+        if config.name != model_dir.name:
             raise PlanError(
-                f"{model_dir / CONFIG_FILE} names the model {name!r}, but its folder is {model_dir.name!r}"
+                f"{model_dir / layout.CONFIG_FILE} names the model {config.name!r}, but its folder is "
+                f"{model_dir.name!r}"
             )
-        plans = sorted(model_dir.rglob("*.plan"))
-        if plans or scalar(fields, "platform") == PLAN_PLATFORM or scalar(fields, "backend") == "tensorrt":
+        if sorted(model_dir.rglob("*.plan")) or configs.engine_backend(config) == configs.PLAN_BACKEND:
             raise PlanError(
                 f"{model_dir.name} is a TensorRT plan, and a plan only runs on the TensorRT version and "
                 f"GPU family that built it: remove {model_dir} from the repository; this image builds its "
@@ -247,12 +87,19 @@ def check_repository(repository: Path) -> list[str]:
     return [d.name for d in model_dirs]
 
 
+def read_config(model_dir: Path) -> mc.ModelConfig:
+    try:
+        return configs.read_config(model_dir)
+    except configs.RepositoryError as error:
+        raise PlanError(str(error)) from None
+
+
 @dataclass(frozen=True)
 class OnnxModel:
     """What the plan is built from: the ONNX model's newest version and the shapes its config allows."""
 
     name: str
-    config_text: str
+    config: mc.ModelConfig
     onnx_file: Path
     input_name: str
     input_dims: tuple[int, ...]  # without the batch axis
@@ -263,33 +110,33 @@ class OnnxModel:
 
 
 def read_onnx_model(repository: Path, name: str) -> OnnxModel:
-    config_path = repository / name / CONFIG_FILE
+    model_dir = repository / name
+    config_path = model_dir / layout.CONFIG_FILE
     if not config_path.is_file():
         raise PlanError(
             f"no model {name!r} in {repository}: set ALEXNET_MODEL_NAME to the name given to "
             "`alexnet export onnx --name`"
         )
-    text = config_path.read_text()
-    fields = parse_config(text, str(config_path))
-    if scalar(fields, "platform") != ONNX_PLATFORM and scalar(fields, "backend") != ONNX_BACKEND:
+    config = read_config(model_dir)
+    if configs.engine_backend(config) != configs.ONNX_BACKEND:
         raise PlanError(f"{config_path} is not an ONNX Runtime model: the plan is built from the ONNX model")
-    max_batch_size = int(scalar(fields, "max_batch_size", "0"))
-    if max_batch_size < 1:
+    if config.max_batch_size < 1:
         raise PlanError(f"{config_path} has no max_batch_size: the plan's batch profile is 1..max_batch_size")
-    inputs = every(fields, "input")
-    if len(inputs) != 1 or not isinstance(inputs[0].value, list):
-        raise PlanError(f"{config_path} should have exactly one input (the pixels), it has {len(inputs)}")
-    input_name = scalar(inputs[0].value, "name")
-    dims = tuple(int(field.value) for field in every(inputs[0].value, "dims") if isinstance(field.value, str))
-    if not input_name or not dims or min(dims) < 1:
+    if len(config.input) != 1:
         raise PlanError(
-            f"{config_path}: the input needs a name and fixed dims, found {input_name!r} {list(dims)}"
+            f"{config_path} should have exactly one input (the pixels), it has {len(config.input)}"
         )
-    model_file = scalar(fields, "default_model_filename", "model.onnx")
-    versions = [v for v in _version_dirs(repository / name) if (v / model_file).is_file()]
-    if not versions:
+    (pixels,) = config.input
+    dims = tuple(pixels.dims)
+    if not pixels.name or not dims or min(dims) < 1:
+        raise PlanError(
+            f"{config_path}: the input needs a name and fixed dims, found {pixels.name!r} {list(dims)}"
+        )
+    model_file = config.default_model_filename or layout.ONNX_FILE
+    onnx_file = layout.newest_file(model_dir, model_file)
+    if onnx_file is None:
         raise PlanError(f"no {name}/<version>/{model_file} in {repository}: re-run `alexnet export onnx`")
-    return OnnxModel(name, text, versions[-1] / model_file, input_name, dims, max_batch_size)
+    return OnnxModel(name, config, onnx_file, pixels.name, dims, config.max_batch_size)
 
 
 # ---- what the plan depends on: this GPU and this TensorRT ----
@@ -430,22 +277,15 @@ def choose_builder() -> tuple[str, Builder]:
 # ---- the cache ----
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(model: OnnxModel, gpu: Gpu, trt_version: str, precision: str) -> str:
     """A folder name that changes whenever the plan would: model files, config, GPU, TensorRT, precision."""
     digest = hashlib.sha256()
     for path in sorted(model.onnx_file.parent.iterdir()):  # the graph and any external weights beside it
         if path.is_file():
-            digest.update(f"{path.name}={_sha256(path)}\n".encode())
+            digest.update(f"{path.name}={sha256_of(path)}\n".encode())
     release = os.environ.get("NVIDIA_TRITON_SERVER_VERSION", "")
-    digest.update(f"{model.config_text}\n{gpu}\n{trt_version}\n{precision}\n{release}".encode())
+    digest.update(model.config.SerializeToString(deterministic=True))
+    digest.update(f"\n{gpu}\n{trt_version}\n{precision}\n{release}".encode())
     gpu_slug = re.sub(r"[^a-z0-9]+", "-", gpu.name.lower()).strip("-") or "gpu"
     compute = gpu.compute_capability.replace(".", "")
     return f"{gpu_slug}-sm{compute}-trt{trt_version}-{precision}-{digest.hexdigest()[:16]}"
@@ -474,9 +314,9 @@ def build_plan_repository(
 ) -> Path:
     """A model repository in the cache holding `<model_name>_trt`, built now unless already cached."""
     model = read_onnx_model(repository, model_name)
-    plan_name = model_name + PLAN_SUFFIX
+    plan_name = layout.ModelNames(model_name).trt  # served beside the ONNX model (docs/architecture.md)
     target = cache_dir / "trt" / cache_key(model, gpu, trt_version, precision)
-    plan = target / plan_name / PLAN_VERSION / PLAN_FILE
+    plan = target / plan_name / PLAN_VERSION / layout.PLAN_FILE
     if plan.is_file():
         log(f"using the cached TensorRT plan {plan}")
         return target
@@ -501,17 +341,19 @@ def build_plan_repository(
                 "only the first start on this GPU and image pays for it"
             )
             started = time.monotonic()
-            builder(model, version_dir / PLAN_FILE, precision == "fp16")
-            if not (version_dir / PLAN_FILE).is_file() or (version_dir / PLAN_FILE).stat().st_size == 0:
+            builder(model, version_dir / layout.PLAN_FILE, precision == "fp16")
+            built = version_dir / layout.PLAN_FILE
+            if not built.is_file() or built.stat().st_size == 0:
                 raise PlanError("the TensorRT build wrote no plan (its log is above)")
             origin = (
                 f"the TensorRT plan of {model.onnx_file.relative_to(repository)}, built for {gpu.name} "
                 f"(compute {gpu.compute_capability}) with TensorRT {trt_version}; it runs only there"
             )
-            config = plan_config(model.config_text, plan_name, precision, origin)
-            (staging / plan_name / CONFIG_FILE).write_text(config)
+            config = configs.plan_config(model.config, plan_name, fp16=precision == "fp16")
+            comment = f"Written by the production image's entry point: {origin}"
+            (staging / plan_name / layout.CONFIG_FILE).write_text(configs.config_text(config, comment))
             for extra in model.onnx_file.parent.parent.iterdir():  # labels.txt, which label_filename names
-                if extra.is_file() and extra.name != CONFIG_FILE:
+                if extra.is_file() and extra.name != layout.CONFIG_FILE:
                     shutil.copy2(extra, staging / plan_name / extra.name)
             if target.exists():  # a leftover without its plan: never published complete, so safe to replace
                 shutil.rmtree(target)

@@ -1,9 +1,10 @@
 """Triton Python-backend model `<name>_preprocess`: encoded JPEG/PNG/WebP bytes -> uint8 [S, S, 3] RGB pixels.
 
 `alexnet export onnx` copies this file to REPO/<name>_preprocess/<version>/model.py and
-serving/image_preprocessing.py beside it: that module is the one implementation of decode + resize +
-centre crop, shared with the `alexnet classify` client. The sizes and limits come from this model's
-config parameters, which export wrote from model.json.
+image_preprocessing.py beside it (triton_repository.layout.write_preprocess_model): that module is the
+one implementation of decode + resize + centre crop, shared with the `alexnet classify` client. Triton's
+Python backend puts the version folder on sys.path, so it imports as a top-level module. The sizes and
+limits come from this model's config parameters, which export wrote from model.json.
 
 Every request of a batch is answered on its own: an image that is empty, corrupt, too large or of
 another format fails its own request with INVALID_ARG and a message saying what to send; the other
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -22,8 +22,7 @@ import triton_python_backend_utils as pb_utils
 # The model repository is the server's input, never its scratch space (and read-only in production):
 # no __pycache__ beside the model.
 sys.dont_write_bytecode = True
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from image_preprocessing import ImageError, prepare_image  # noqa: E402  (copied beside this file)
+from image_preprocessing import ImageError, prepare_image  # noqa: E402  (beside this file)
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "pixels"

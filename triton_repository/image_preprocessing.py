@@ -1,10 +1,11 @@
 """Decode an image and bring it to the model's input, exactly as training evaluated it.
 
 One home for this arithmetic: the `alexnet classify` client uses it before sending pixels, and
-export copies this file beside the server-side preprocessing model (`alexnet_preprocess`), which
-uses it on encoded bytes. It matches torchvision.transforms.v2 `Resize(resize_size)` followed by
-`CenterCrop(image_size)` on PIL images, which is the training package's evaluation transform
-(the tests compare the two pixel for pixel). numpy and Pillow only: no torch on the serving side.
+export copies this file beside the server-side preprocessing model (`alexnet_preprocess`,
+preprocess_model.py), which uses it on encoded bytes. It matches torchvision.transforms.v2
+`Resize(resize_size)` followed by `CenterCrop(image_size)` on PIL images, which is the training
+package's evaluation transform (the tests compare the two pixel for pixel). numpy and Pillow only:
+no torch on the serving side.
 """
 
 from __future__ import annotations
