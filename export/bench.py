@@ -51,10 +51,11 @@ def run_bench_export(
     """Measure, print a table, optionally write JSON; returns the figures."""
     import torch
 
+    from common.machine import cpu_isa, usable_cpu_count
+    from common.onnx_session import create_session
     from export.images import real_images
     from export.onnx_export import PixelsToProbabilities
     from export.pipeline import load_checked_model
-    from serving.onnx_session import cpu_isa, create_session, usable_cpu_count
 
     threads = threads or usable_cpu_count()
     torch.set_num_threads(threads)

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from serving.onnx_session import cpu_isa
+from common.machine import cpu_isa
 
 DEFAULT_OUT = Path("artifacts") / "gpu-check"
 REPORT_FILE = "gpu_check.json"
@@ -505,9 +505,9 @@ def _synchronize(device: torch.device) -> None:
 def check_onnx(check: Check, section: Section, model_dir: Path | None) -> None:
     """Export the GPU-trained model as `alexnet export onnx` does; ONNX Runtime (CPU, and CUDA where
     onnxruntime-gpu is installed) against PyTorch FP32 on the CPU."""
+    from common.onnx_session import create_session
     from export.onnx_export import PixelsToProbabilities, export_onnx
     from export.parity import FP32_TOLERANCE, check_parity
-    from serving.onnx_session import create_session
     from training.model_dir import load_model_dir
 
     if model_dir is None:
@@ -561,6 +561,7 @@ def check_tensorrt(check: Check, section: Section, model_dir: Path | None) -> No
         raise Skip("needs a GPU and " + ", ".join(missing or ["a GPU"]) + " (pip install '.[tensorrt]')")
     if model_dir is None:
         raise Skip("the training loop produced no model")
+    from common.onnx_session import create_session
     from export.onnx_export import export_onnx
     from export.parity import check_parity
     from export.tensorrt_build import (
@@ -569,7 +570,6 @@ def check_tensorrt(check: Check, section: Section, model_dir: Path | None) -> No
         TensorRTClassifier,
         build_engine,
     )
-    from serving.onnx_session import create_session
     from training.model_dir import load_model_dir
     from triton_repository.layout import ONNX_FILE
 

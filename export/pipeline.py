@@ -160,7 +160,7 @@ def export_repository(
     embedding: bool = True,
 ) -> ExportResult:
     """Export `model_dir` into the Triton repository `repository` (see the module docstring)."""
-    from serving.onnx_session import create_session
+    from common.onnx_session import create_session
 
     validate_options(max_batch_size, device, fp16, queue_delay_us)
     network, card = load_checked_model(model_dir)
@@ -230,7 +230,7 @@ def export_repository(
 def _export_int8(
     int8_path: Path, onnx_path: Path, fp32_session, images, card, max_batch_size, min_agreement
 ) -> Int8Report:
-    from serving.onnx_session import create_session
+    from common.onnx_session import create_session
 
     if len(images) == 0:
         raise ExportError("--int8 needs real images to calibrate on: pass --calibration-data DIR")
@@ -268,8 +268,8 @@ def _export_embedding(
 ) -> ParityReport:
     """<name>_embedding (pixels -> fc7 features) and <name>_embedding_image (image bytes -> features),
     after the same parity gate as <name>."""
+    from common.onnx_session import create_session
     from export.onnx_export import PixelsToFeatures
-    from serving.onnx_session import create_session
 
     path = export_embedding_onnx(network, card, update.version_dir(names.embedding, version) / ONNX_FILE)
     parity = check_features_against_pytorch(

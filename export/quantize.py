@@ -178,7 +178,7 @@ def evaluate_int8(
     fp32_session, int8_session, pixels: np.ndarray, *, batch_size: int, quantize_seconds: float
 ) -> Int8Report:
     """Top-1 agreement INT8 vs FP32 on real images, and their speed ratio (interleaved, best of 3)."""
-    from serving.onnx_session import cpu_isa
+    from common.machine import cpu_isa
 
     fp32 = run_batched(lambda x: fp32_session.run(None, {INPUT_NAME: x})[0], pixels, batch_size)
     int8 = run_batched(lambda x: int8_session.run(None, {INPUT_NAME: x})[0], pixels, batch_size)

@@ -86,9 +86,9 @@ def export_tensorrt(
 
     import tensorrt as trt
 
+    from common.onnx_session import create_session
     from export.images import real_images
     from export.pipeline import check_onnx_against_pytorch, load_checked_model, ort_classifier
-    from serving.onnx_session import create_session
 
     names = ModelNames(name)
     onnx_config = _repository_config(repository / names.onnx)

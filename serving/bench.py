@@ -287,7 +287,8 @@ def measure_inprocess(
 def inprocess_session(onnx_file: Path, *, fp16: bool = False):
     """ONNX Runtime as the local server's substitute model runs it: same factory, threads and no spinning,
     and FP16 TensorRT kernels where the served model's config asks for them (`served_fp16`)."""
-    from serving.onnx_session import create_session, usable_cpu_count
+    from common.machine import usable_cpu_count
+    from common.onnx_session import create_session
 
     return create_session(
         onnx_file, device="auto", threads=usable_cpu_count(), allow_spinning=False, fp16=fp16

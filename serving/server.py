@@ -35,8 +35,9 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2
 
+from common.machine import gpu_available, usable_cpu_count
+from common.onnx_session import ProviderUse, tensorrt_available
 from serving.errors import ServingError
-from serving.onnx_session import ProviderUse, gpu_available, tensorrt_available, usable_cpu_count
 from triton_repository.configs import (
     ONNX_BACKEND,
     PLAN_BACKEND,
@@ -164,7 +165,6 @@ def _substitute(
         if not onnx_file.is_file():
             raise ServingError(f"{onnx_file} is missing: re-run `alexnet export onnx`")
         shutil.copyfile(ONNX_SUBSTITUTE, version_dir / MODEL_SOURCE_FILE)
-        shutil.copyfile(Path(__file__).with_name("onnx_session.py"), version_dir / "onnx_session.py")
         substitute = {
             "source_backend": source_backend,
             "onnx_file": onnx_file.name if onnx_source is None else str(onnx_source),

@@ -339,7 +339,8 @@ def test_bench_export_reports_all_three_engines(digits_model_dir: Path, tmp_path
 
 
 def test_session_factory_picks_providers_this_machine_has(digits_repository: Path):
-    from serving.onnx_session import create_session, gpu_available, select_providers
+    from common.machine import gpu_available
+    from common.onnx_session import create_session, select_providers
 
     path = digits_repository / "alexnet" / "1" / "model.onnx"
     session = create_session(path, device="cpu", threads=1)

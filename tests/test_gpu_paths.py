@@ -92,7 +92,7 @@ def test_fp32_engines_are_built_without_tf32_and_fp16_ones_with_fp16():
 
 
 def test_tensorrt_engine_cache_folder_is_created_with_its_parents(tmp_path: Path):
-    from serving.onnx_session import tensorrt_cache_options
+    from common.onnx_session import tensorrt_cache_options
 
     cache = tmp_path / "cache" / "alexnet" / "tensorrt" / "alexnet" / "1"
     options = tensorrt_cache_options(cache)
@@ -104,7 +104,7 @@ def test_a_session_reports_the_provider_it_really_runs_on(tmp_path: Path):
     import onnx
     from onnx import TensorProto, helper
 
-    from serving.onnx_session import ProviderUse, open_session
+    from common.onnx_session import ProviderUse, open_session
 
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],

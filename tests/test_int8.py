@@ -90,8 +90,8 @@ def test_this_cpus_integer_kernels_compute_what_the_graph_defines(int8_repositor
     the weights use 7 bits. So this host's fused kernels are compared with the graph's definition, run
     unfused: no top-1 answer may differ beyond a numerical tie (measured: 0 differ, max |diff| 0.02; with
     8-bit weights on an AVX2-only host, 4 of 360 differed, max |diff| 0.085)."""
+    from common.machine import cpu_isa
     from export.parity import compare_outputs
-    from serving.onnx_session import cpu_isa
     from training.data import validation_pixels
 
     pixels, _ = validation_pixels(ModelCard.load(digits_model_dir), data="digits")

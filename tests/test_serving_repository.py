@@ -59,7 +59,7 @@ def test_onnx_models_become_python_models_with_the_same_config(digits_repository
         digits_repository / "alexnet" / "labels.txt"
     ).read_text()
     version = scratch / "alexnet" / "1"
-    assert (version / "model.py").is_file() and (version / "onnx_session.py").is_file()
+    assert (version / "model.py").is_file()
     assert (version / "model.onnx").resolve() == (
         digits_repository / "alexnet" / "1" / "model.onnx"
     ).resolve()

@@ -1,10 +1,11 @@
 """Triton Python-backend model: the local stand-in for Triton's `onnxruntime` (and `tensorrt_plan`) backend.
 
 `serving/server.py` copies this file as `<model>/<version>/model.py` into the scratch repository, beside
-`substitute.json` (which ONNX file, device, threads) and `onnx_session.py` (the project's ONNX Runtime session
-factory). The config around it is the exported one: same names, dims, labels, max_batch_size and dynamic
-batching. All requests of a dynamic batch go through ONE ONNX Runtime run; a request with the wrong dtype or
-shape fails alone with INVALID_ARG while the others are answered.
+`substitute.json` (which ONNX file, device, threads). It opens its session with the project's own factory
+(common/onnx_session.py), imported from the environment `alexnet serve` runs in, as numpy is. The config
+around it is the exported one: same names, dims, labels, max_batch_size and dynamic batching. All requests
+of a dynamic batch go through ONE ONNX Runtime run; a request with the wrong dtype or shape fails alone
+with INVALID_ARG while the others are answered.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from onnx_session import open_session
+
+from common.onnx_session import open_session
 
 SETTINGS_FILE = "substitute.json"
 PROVIDER_FILE = "execution_provider.json"  # what the session runs on, read back; the server announces it

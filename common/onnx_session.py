@@ -5,58 +5,23 @@ Execution providers in the order TensorRT, CUDA, CPU, each only where this machi
 fills the log with load failures). CPU threads are set deliberately: ONNX Runtime's default counts
 the machine's cores, not the ones this process may use (containers, taskset), and oversubscribes.
 
-Standard library and onnxruntime only (no torch, no project imports): the local Triton server copies
-this file beside a Python-backend model.py, which imports it as a top-level module.
+No torch: export's checks, the benchmarks and the local server's ONNX Runtime models (which import it
+from the installed project, triton_repository/onnx_substitute.py) all open their sessions here.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.machine import gpu_available, usable_cpu_count
+
 # onnxruntime-gpu 1.31's TensorRT provider links libnvinfer.so.10 (TensorRT 10) and CUDA 13.
 TENSORRT_LIBRARY = "libnvinfer.so.10"
 DEVICES = ("auto", "cpu", "cuda", "gpu")  # "gpu" is an alias of "cuda"
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")  # /proc/cpuinfo names
-
-
-def usable_cpu_count() -> int:
-    """The CPUs this process may run on (affinity and cpusets), not the machine's total."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-@functools.cache
-def cpu_isa() -> str:
-    """The x86 vector extensions ONNX Runtime picks its integer kernels by ("avx2", "avx2 avx512f
-    avx512_vnni", ...); INT8 results and speed differ between them. "unknown" off Linux/x86."""
-    try:
-        flags = next(
-            line.split(":", 1)[1].split()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("flags")
-        )
-    except (OSError, StopIteration):
-        return "unknown"
-    found = [flag for flag in ISA_FLAGS if flag in flags]
-    return " ".join(found) or "none of " + ", ".join(ISA_FLAGS)
-
-
-@functools.cache
-def gpu_available() -> bool:
-    """True when the CUDA driver loads and reports at least one device (no torch needed)."""
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    count = ctypes.c_int(0)
-    return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
 @functools.cache
