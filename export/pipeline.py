@@ -201,7 +201,7 @@ def export_repository(
             )
             log(int8_report.summary())
 
-        _write_kernel_figure(update.version_dir(names.onnx, version), network)
+        _write_kernel_figure(update.version_dir(names.onnx, version), network, model_dir)
         embedding_parity = None
         if embedding:
             embedding_parity = _export_embedding(
@@ -244,12 +244,12 @@ def _export_int8(
     return report
 
 
-def _write_kernel_figure(version_dir: Path, network) -> None:
-    """The first layer's kernels (the paper's Figure 3) beside the served model, for the demo to show
-    (the demo never imports torch)."""
-    from training.figures import kernel_figure, write_png
+def _write_kernel_figure(version_dir: Path, network, model_dir: Path) -> None:
+    """The first layer's kernels (the paper's Figure 3, and what training changed where the run's
+    checkpoint knows) beside the served model, for the demo to show (the demo never imports torch)."""
+    from training.figures import initial_kernels, kernel_figure, write_png
 
-    write_png(kernel_figure(network), version_dir / KERNELS_FILE)
+    write_png(kernel_figure(network, initial_kernels(model_dir)), version_dir / KERNELS_FILE)
 
 
 def _export_embedding(

@@ -81,3 +81,28 @@ def test_figures_of_a_model_whose_data_is_elsewhere_say_what_to_pass(digits_mode
     result = alexnet_in_process("figures", "--model", str(digits_model_dir), "--data", str(tmp_path / "none"))
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: --data {tmp_path / 'none'} is not a folder: pass --data DIR")
+
+
+@pytest.mark.slow
+def test_the_kernel_figure_shows_what_training_changed_and_that_it_is_structured(digits_model_dir, tmp_path):
+    """A few epochs on digits move conv1 little: the trained kernels still look like their random start,
+    while the change training made is smooth (edges and blobs). The run's checkpoint knows the start."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in (MODEL_JSON, WEIGHTS_FILE, "checkpoint.pt"):
+        os.symlink(digits_model_dir / name, model / name)
+    result = alexnet_in_process("figures", "--model", str(model))
+    assert result.returncode == 0, result.stderr
+
+    width, height = grid_side(64, KERNELS_PER_ROW)
+    panel = (width * KERNEL_ZOOM, height * KERNEL_ZOOM)
+    assert Image.open(model / KERNELS_FILE).size == (panel[0], 2 * (CAPTION + panel[1]) + GAP)
+    match = re.search(
+        r"conv1 moved ([\d.]+)% of its initial size in training; neighbouring weights correlate (-?[\d.]+) "
+        r"in that change, (-?[\d.]+) in the trained kernels, (-?[\d.]+) at initialisation",
+        result.stdout,
+    )
+    assert match, result.stdout
+    moved, change, _trained, initial = (float(value) for value in match.groups())
+    assert 0 < moved < 100
+    assert change >= 0.5 and abs(initial) <= 0.2, result.stdout  # structured change, random start

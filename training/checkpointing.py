@@ -53,6 +53,7 @@ class RunState:
     train_seconds: float = 0.0  # of which training steps, each epoch's warm-up step left out
     train_images: int = 0  # images those steps trained on, all ranks together (for images/s)
     initialisation: str = ""  # how the weights started
+    initial_kernels: torch.Tensor | None = None  # conv1's weights before training (`alexnet figures`)
 
 
 class CheckpointSaver:

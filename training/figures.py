@@ -19,9 +19,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from common.files import atomic_write
-from common.model_card import KERNELS_FILE, NEIGHBOURS_FILE, ModelCard
+from common.model_card import CHECKPOINT_FILE, KERNELS_FILE, NEIGHBOURS_FILE, ModelCard
 from training.errors import TrainingError
-from training.model import Fc7Features, NormalisedPixels, first_layer_kernels
+from training.model import Fc7Features, NormalisedPixels, first_layer_kernels, first_layer_weights
 
 KERNELS_PER_ROW = 16  # the paper's Figure 3 is 6 rows of 16
 KERNEL_ZOOM = 4  # an 11x11 kernel drawn 44x44, pixels kept square
@@ -34,6 +34,23 @@ CAPTION = 14  # pixels under each Figure 4 tile for its label
 
 
 @dataclass(frozen=True)
+class KernelChange:
+    """How far training moved conv1 from where it started, and how smooth the move is."""
+
+    relative_size: float  # |after - before| / |before|
+    smoothness_before: float  # neighbouring weights' correlation within a kernel (0: noise, 1: smooth)
+    smoothness_after: float
+    smoothness_of_change: float
+
+    def summary(self) -> str:
+        return (
+            f"conv1 moved {self.relative_size:.1%} of its initial size in training; neighbouring weights "
+            f"correlate {self.smoothness_of_change:.2f} in that change, {self.smoothness_after:.2f} in the "
+            f"trained kernels, {self.smoothness_before:.2f} at initialisation"
+        )
+
+
+@dataclass(frozen=True)
 class Figures:
     kernels: Path
     neighbours: Path
@@ -41,22 +58,48 @@ class Figures:
     nearest_agreement: float  # the same for the single nearest one
     validation_images: int
     training_images: int
+    kernel_change: KernelChange | None  # None where the run's initial kernels are not known
 
     def summary(self) -> str:
-        return (
-            f"wrote {self.kernels} and {self.neighbours}\n"
+        lines = [f"wrote {self.kernels} and {self.neighbours}"]
+        if self.kernel_change is not None:
+            lines.append(self.kernel_change.summary())
+        lines.append(
             f"nearest neighbours by fc7 ({self.validation_images} validation images among "
             f"{self.training_images} training images): the nearest has the query's label for "
             f"{self.nearest_agreement:.1%}, the {NEIGHBOURS} nearest for {self.agreement:.1%}"
         )
+        return "\n".join(lines)
 
 
-def kernel_figure(network: torch.nn.Module) -> Image.Image:
-    """Figure 3: conv1's kernels, one block per group of the layer that reads them."""
+def kernel_figure(network: torch.nn.Module, initial: torch.Tensor | None = None) -> Image.Image:
+    """Figure 3: conv1's kernels, one block per group of the layer that reads them. With `initial`
+    (conv1 before training), a second panel below, captioned: what training changed (after - before).
+    A few epochs move conv1 little, so the kernels can look like their random start while the change is
+    already structured (docs/training.md)."""
+    panels = [_kernel_panel(first_layer_kernels(network))]
+    if initial is None:
+        return panels[0]
+    change = first_layer_weights(network) - initial
+    panels.append(_kernel_panel(first_layer_kernels(network, change)))
+    captions = ["conv1 after training", "what training changed: after - before"]
+    width = max(panel.width for panel in panels)
+    figure = Image.new("RGB", (width, sum(p.height + CAPTION for p in panels) + GAP), "white")
+    draw = ImageDraw.Draw(figure)
+    top = 0
+    for caption, panel in zip(captions, panels, strict=True):
+        draw.text((2, top + 1), caption, fill="black")
+        figure.paste(panel, (0, top + CAPTION))
+        top += CAPTION + panel.height + GAP
+    return figure
+
+
+def _kernel_panel(groups: list[torch.Tensor]) -> Image.Image:
+    """Each group of kernels as a grid, one above the other, each kernel stretched to the full range."""
     from torchvision.utils import make_grid
 
     blocks = []
-    for kernels in first_layer_kernels(network):
+    for kernels in groups:
         grid = make_grid(
             kernels, nrow=KERNELS_PER_ROW, padding=1, normalize=True, scale_each=True, pad_value=1
         )
@@ -64,12 +107,44 @@ def kernel_figure(network: torch.nn.Module) -> Image.Image:
         blocks.append(_to_image(grid).resize(zoomed, Image.NEAREST))
     width = max(block.width for block in blocks)
     height = sum(block.height for block in blocks) + GAP * (len(blocks) - 1)
-    figure = Image.new("RGB", (width, height), "white")
+    panel = Image.new("RGB", (width, height), "white")
     top = 0
     for block in blocks:
-        figure.paste(block, (0, top))
+        panel.paste(block, (0, top))
         top += block.height + GAP
-    return figure
+    return panel
+
+
+def kernel_change(network: torch.nn.Module, initial: torch.Tensor) -> KernelChange:
+    after = first_layer_weights(network)
+    return KernelChange(
+        relative_size=float((after - initial).norm() / initial.norm()),
+        smoothness_before=smoothness(initial),
+        smoothness_after=smoothness(after),
+        smoothness_of_change=smoothness(after - initial),
+    )
+
+
+def smoothness(kernels: torch.Tensor) -> float:
+    """The correlation of horizontally and vertically neighbouring weights within each kernel [K, C, h, w],
+    each kernel's mean removed: about 0 for random initialisation, near 1 for smooth edges and blobs."""
+    k = kernels - kernels.mean(dim=(2, 3), keepdim=True)
+    pairs = (k[..., :, 1:] * k[..., :, :-1]).sum() + (k[..., 1:, :] * k[..., :-1, :]).sum()
+    squares = (k[..., :, 1:] ** 2).sum() + (k[..., 1:, :] ** 2).sum()
+    return float(pairs / squares)
+
+
+def initial_kernels(model_dir: Path) -> torch.Tensor | None:
+    """conv1 as it was before training, from the run's checkpoint; None where there is none (weights from
+    `alexnet pretrained`, a model directory copied without its checkpoint, or a run from before this)."""
+    path = Path(model_dir) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, OSError, ValueError):
+        return None  # a truncated checkpoint: the figure does without the change
+    return checkpoint.get("run", {}).get("initial_kernels")
 
 
 def _to_image(grid: torch.Tensor) -> Image.Image:
@@ -153,7 +228,8 @@ def write_figures(model_dir: Path, data: str | None = None) -> Figures:
     train_pixels, train_labels = split_pixels(card, data, "train", limit=TRAIN_LIMIT)
     if len(train_pixels) < NEIGHBOURS or len(val_pixels) == 0:
         raise TrainingError(f"{data} has too few images for Figure 4: it needs {NEIGHBOURS} training images")
-    kernels = write_png(kernel_figure(network), model_dir / KERNELS_FILE)
+    initial = initial_kernels(model_dir)
+    kernels = write_png(kernel_figure(network, initial), model_dir / KERNELS_FILE)
     found = nearest_training_images(
         fc7_features(network, card, val_pixels), fc7_features(network, card, train_pixels)
     ).numpy()
@@ -169,4 +245,5 @@ def write_figures(model_dir: Path, data: str | None = None) -> Figures:
         nearest_agreement=float(same[:, 0].mean()),
         validation_images=len(val_pixels),
         training_images=len(train_pixels),
+        kernel_change=None if initial is None else kernel_change(network, initial),
     )

@@ -35,7 +35,7 @@ from training.distributed import Runtime
 from training.engine import Interrupted, evaluate, train_one_epoch
 from training.errors import TrainingError
 from training.metrics_log import MetricsLog
-from training.model import build_model, initialise
+from training.model import build_model, first_layer_weights, initialise
 from training.model_dir import save_model_dir, unwrap
 from training.optim import LRSchedule, build_optimizer, build_schedule
 from training.precision import Precision
@@ -141,6 +141,7 @@ def prepare(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | 
     state = RunState()
     if checkpoint is None:
         state.initialisation = initialise(model, config.arch, scheme=config.init_scheme, weights=config.init)
+        state.initial_kernels = first_layer_weights(model).clone()
     memory_format = torch.channels_last if precision.channels_last else torch.preserve_format
     model.to(runtime.device, memory_format=memory_format)
     optimizer = build_optimizer(config, model)

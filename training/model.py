@@ -204,8 +204,14 @@ class Fc7Features(nn.Module):
         return self.hidden(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def first_layer_kernels(network: nn.Module) -> list[torch.Tensor]:
-    """conv1's kernels [K, 3, h, w], split into the groups the next convolution reads: the paper's two
-    GPU halves (conv2 has groups=2), or one group for the single-column network."""
-    conv1, conv2 = [m for m in network.modules() if isinstance(m, nn.Conv2d)][:2]
-    return list(conv1.weight.detach().cpu().chunk(conv2.groups))
+def first_layer_weights(network: nn.Module) -> torch.Tensor:
+    """conv1's kernels [K, 3, h, w], on the CPU."""
+    return next(m for m in network.modules() if isinstance(m, nn.Conv2d)).weight.detach().cpu()
+
+
+def first_layer_kernels(network: nn.Module, weights: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """conv1's kernels [K, 3, h, w] (or `weights` of that shape), split into the groups the next
+    convolution reads: the paper's two GPU halves (conv2 has groups=2), or one group for the single-column
+    network."""
+    conv2 = [m for m in network.modules() if isinstance(m, nn.Conv2d)][1]
+    return list((first_layer_weights(network) if weights is None else weights).chunk(conv2.groups))

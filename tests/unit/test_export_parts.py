@@ -45,3 +45,14 @@ def test_parity_counts_disagreements_apart_from_ties_within_tolerance():
     assert check.max_abs_diff == pytest.approx(0.7)
     with pytest.raises(ValueError, match="shapes differ"):
         compare_outputs("onnx", reference, candidate[:2], tolerance=1e-4)
+
+
+def test_smoothness_tells_random_kernels_from_smooth_ones():
+    from training.figures import smoothness
+
+    torch.manual_seed(0)
+    random = torch.randn(64, 3, 11, 11)
+    ramp = torch.linspace(-1, 1, 11)
+    edges = (ramp.view(1, 1, 1, 11) * torch.randn(64, 3, 1, 1)).expand(64, 3, 11, 11)
+    assert abs(smoothness(random)) < 0.1
+    assert smoothness(edges) > 0.9
