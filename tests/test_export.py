@@ -174,7 +174,9 @@ def test_paper_architecture_exports_with_parity(tmp_path: Path):
     from export.pipeline import export_repository
 
     model_dir = confident_random_model_dir(tmp_path / "paper", "paper")
-    result = export_repository(model_dir, tmp_path / "repo", device="cpu", log=lambda line: None)
+    result = export_repository(
+        model_dir, tmp_path / "repo", device="cpu", embedding=False, log=lambda line: None
+    )
     print(result.parity.summary())
     assert result.parity.checks[0].top1_agreement == 1.0
     assert read_metadata(tmp_path / "repo" / "alexnet" / "1" / "model.onnx")["architecture"] == "paper"

@@ -419,7 +419,7 @@ def test_a_new_version_rolls_out_under_load_and_a_broken_one_leaves_the_old_serv
                     time.sleep(0.1)
                 export = subprocess.run(
                     [sys.executable, "-m", "alexnet_cli", "export", "onnx", "--model", str(digits_model_dir)]
-                    + ["--repository", str(repository), "--device", "cpu"],
+                    + ["--repository", str(repository), "--device", "cpu", "--no-embedding"],
                     capture_output=True,
                     text=True,
                     timeout=900,
