@@ -76,7 +76,7 @@ def kernel_figure(network: torch.nn.Module, initial: torch.Tensor | None = None)
     """Figure 3: conv1's kernels, one block per group of the layer that reads them. With `initial`
     (conv1 before training), a second panel below, captioned: what training changed (after - before).
     A few epochs move conv1 little, so the kernels can look like their random start while the change is
-    already structured (docs/training.md)."""
+    already structured (README.md, "What the network learned")."""
     panels = [_kernel_panel(first_layer_kernels(network))]
     if initial is None:
         return panels[0]
