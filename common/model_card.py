@@ -24,6 +24,8 @@ KERNELS_FILE = "figure3_kernels.png"
 NEIGHBOURS_FILE = "figure4_neighbours.png"
 FORMAT_VERSION = 1
 ARCHITECTURES = ("torchvision", "paper")
+# `dataset` starts with this for imported weights whose training data is not known (`alexnet pretrained`).
+UNKNOWN_ORIGIN = "unknown"
 # Below 63 pixels the third max-pool of either architecture has nothing left to pool.
 MIN_IMAGE_SIZE = 63
 
@@ -90,6 +92,19 @@ class ModelCard:
                 f"{path} is not a valid model card ({error}): "
                 f"train again with `alexnet train --out {model_dir}`"
             ) from error
+
+
+def repository_beside(model_dir: str | Path) -> Path:
+    """A Triton model repository of its own for a model, beside its folder: runs/imagenet-repository for
+    runs/imagenet. What `alexnet pretrained` suggests, and export when the repository asked for cannot
+    take the model."""
+    model_dir = Path(model_dir)
+    return model_dir.parent / f"{model_dir.name}-repository"
+
+
+def of_unknown_origin(dataset: str) -> bool:
+    """Whether a card's `dataset` says nobody here knows what the weights were trained on."""
+    return not dataset or dataset.startswith(UNKNOWN_ORIGIN)
 
 
 def write_text_atomically(path: Path, text: str) -> None:

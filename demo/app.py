@@ -20,6 +20,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from common.model_card import of_unknown_origin
 from demo.drawing import drawing_to_digit_scan
 from demo.errors import DemoError
 from demo.examples import digit_example_files, is_digits_model, packaged_photo_files, validation_digits
@@ -98,6 +99,16 @@ def _triton_errors() -> Iterator[None]:
         raise gr.Error(f"{error}", title="Triton is not answering", print_exception=False) from None
 
 
+def origin_warning(dataset: str) -> str:
+    """A plain warning for weights nobody here can vouch for (empty for a known data set)."""
+    if not of_unknown_origin(dataset):
+        return ""
+    return (
+        f"\n\n**These weights are of unknown origin** ({dataset or 'the model card names no data set'}): "
+        "nobody here knows what they were trained on or how accurate they are. Treat the answers with care."
+    )
+
+
 def confidences(predictions: list[Prediction]) -> dict[str, float]:
     """gr.Label's value: label -> score, best first."""
     return {prediction.label: prediction.score for prediction in predictions}
@@ -171,6 +182,7 @@ def build_demo(client: TritonClassifier, repository: Path | None = None) -> gr.B
             "your image. "
             + ("Upload a picture of a handwritten digit, click a real validation scan, or draw one."
                if digits else "Upload or paste a picture, or click one of the examples.")
+            + origin_warning(model.dataset)
         )
         status = gr.Markdown("Asking Triton…", elem_id="server-status")
         with gr.Row():

@@ -53,14 +53,14 @@ def run_bench_export(
 
     from common.machine import cpu_isa, usable_cpu_count
     from common.onnx_session import create_session
-    from export.images import real_images
+    from export.images import calibration_images
     from export.onnx_export import PixelsToProbabilities
     from export.pipeline import load_checked_model
 
     threads = threads or usable_cpu_count()
     torch.set_num_threads(threads)
     network, card = load_checked_model(model_dir)
-    images, _ = real_images(card, calibration_data)
+    images, _ = calibration_images(card, calibration_data)
     wrapper = PixelsToProbabilities(network, card).eval()
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-export-") as scratch:
         fp32_path = export_onnx(network, card, Path(scratch) / ONNX_FILE, fold=fold)

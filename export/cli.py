@@ -58,8 +58,10 @@ def onnx(
         Path | None,
         typer.Option(
             "--calibration-data",
-            help="Folder of JPEG/PNG/WebP images for parity and INT8 calibration "
-            "(default: the model's digits validation split).",
+            help="Folder of the model's kind of images (JPEG/PNG/WebP) for the parity check and INT8 "
+            "calibration. Default: the validation split of the data set model.json names, where it is on "
+            "this machine; else the parity check uses crops of scikit-learn's sample photos, and --int8 "
+            "needs this folder.",
         ),
     ] = None,
     device: Annotated[

@@ -16,7 +16,7 @@ import numpy as np
 from common.hashing import sha256_of
 from common.model_card import KERNELS_FILE, WEIGHTS_FILE, ModelCard
 from export.errors import ExportError
-from export.images import real_images
+from export.images import calibration_images, real_images
 from export.onnx_export import export_embedding_onnx, export_onnx, stamp_metadata
 from export.parity import FP32_TOLERANCE, ParityReport, check_parity, run_batched
 from export.quantize import (
@@ -27,7 +27,7 @@ from export.quantize import (
     evaluate_int8,
     quantize_int8,
 )
-from export.repository import RepositoryUpdate, choose_version
+from export.repository import PlannedModel, RepositoryUpdate, check_repository_takes, choose_version
 from triton_repository.configs import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_QUEUE_DELAY_MICROSECONDS,
@@ -142,6 +142,39 @@ def validate_options(max_batch_size: int, device: str, fp16: bool, queue_delay_u
         )
 
 
+def planned_models(
+    names: ModelNames,
+    card: ModelCard,
+    *,
+    features: int,
+    int8: bool,
+    embedding: bool,
+    device: str,
+    fp16: bool,
+    max_batch_size: int,
+    queue_delay_us: int,
+) -> list[PlannedModel]:
+    """Every model an export writes, in the order their configs are committed (an ensemble after the
+    models it calls). Known before any work, so a repository that cannot take them is refused at once."""
+    batching = {"max_batch_size": max_batch_size, "queue_delay_us": queue_delay_us}
+    with_labels = [(onnx_model_config(names.onnx, card, device=device, fp16=fp16, **batching), True)]
+    if int8:
+        with_labels.append((onnx_model_config(names.int8, card, device=device, int8=True, **batching), True))
+    with_labels += [
+        (preprocess_config(names.preprocess, card, max_batch_size=max_batch_size, device=device), False),
+        (ensemble_config(names, card, max_batch_size=max_batch_size), True),
+    ]
+    if embedding:
+        with_labels += [
+            (
+                embedding_model_config(names.embedding, card, features=features, device=device, **batching),
+                False,
+            ),
+            (embedding_ensemble_config(names, card, features=features, max_batch_size=max_batch_size), False),
+        ]
+    return [PlannedModel(config, labels) for config, labels in with_labels]
+
+
 def export_repository(
     model_dir: Path,
     repository: Path,
@@ -164,11 +197,18 @@ def export_repository(
 
     validate_options(max_batch_size, device, fp16, queue_delay_us)
     network, card = load_checked_model(model_dir)
-    images, images_name = real_images(card, calibration_data)
     names = ModelNames(name)
-    model_names = [names.onnx, names.preprocess, names.image] + ([names.int8] if int8 else [])
-    model_names += [names.embedding, names.embedding_image] if embedding else []
+    planned = planned_models(
+        names, card, features=network.classifier[-1].in_features, int8=int8, embedding=embedding,
+        device=device, fp16=fp16, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
+    )  # fmt: skip
+    check_repository_takes(repository, planned, card, model_dir=model_dir, name=name)
+    model_names = [model.name for model in planned]
     version = choose_version(repository, model_names, version)
+    if int8:
+        images, images_name = calibration_images(card, calibration_data)
+    else:
+        images, images_name = real_images(card, calibration_data)
 
     with RepositoryUpdate(repository) as update:
         onnx_path = update.version_dir(names.onnx, version) / ONNX_FILE
@@ -206,23 +246,14 @@ def export_repository(
         if embedding:
             embedding_parity = _export_embedding(
                 update, names, version, network, card, images, images_name,
-                max_batch_size=max_batch_size, tolerance=tolerance, device=device,
-                queue_delay_us=queue_delay_us,
+                max_batch_size=max_batch_size, tolerance=tolerance,
             )  # fmt: skip
             log(embedding_parity.summary())
 
-        batching = {"max_batch_size": max_batch_size, "queue_delay_us": queue_delay_us}
-        update.add_config(onnx_model_config(names.onnx, card, device=device, fp16=fp16, **batching), card)
-        if int8:
-            update.add_config(onnx_model_config(names.int8, card, device=device, int8=True, **batching), card)
         write_preprocess_model(update.version_dir(names.preprocess, version))
-        update.add_config(
-            preprocess_config(names.preprocess, card, max_batch_size=max_batch_size, device=device),
-            labels=False,
-        )
-        # An ensemble has no files, but Triton wants its version folder.
-        update.version_dir(names.image, version)
-        update.add_config(ensemble_config(names, card, max_batch_size=max_batch_size), card)
+        for model in planned:
+            update.version_dir(model.name, version)  # an ensemble has no files, but Triton wants the folder
+            update.add_config(model.config, card if model.labels else None)
         written = update.commit()
     return ExportResult(repository, version, model_names, parity, int8_report, written, embedding_parity)
 
@@ -232,8 +263,6 @@ def _export_int8(
 ) -> Int8Report:
     from common.onnx_session import create_session
 
-    if len(images) == 0:
-        raise ExportError("--int8 needs real images to calibrate on: pass --calibration-data DIR")
     seconds = quantize_int8(onnx_path, int8_path, images)
     stamp_metadata(int8_path, card, {"quantization": QUANTIZATION})
     int8_session = create_session(int8_path, device="cpu")
@@ -263,11 +292,8 @@ def _export_embedding(
     *,
     max_batch_size: int,
     tolerance: float,
-    device: str,
-    queue_delay_us: int,
 ) -> ParityReport:
-    """<name>_embedding (pixels -> fc7 features) and <name>_embedding_image (image bytes -> features),
-    after the same parity gate as <name>."""
+    """<name>_embedding's ONNX file (pixels -> fc7 features), after the same parity gate as <name>."""
     from common.onnx_session import create_session
     from export.onnx_export import PixelsToFeatures
 
@@ -287,18 +313,6 @@ def _export_embedding(
             f"the ONNX embedding model does not match PyTorch ({parity.failures()}); {update.repository} "
             "was left unchanged. Export with --no-embedding to skip it, and report this"
         )
-    features = network.classifier[-1].in_features
-    update.add_config(
-        embedding_model_config(
-            names.embedding, card, features=features, max_batch_size=max_batch_size, device=device,
-            queue_delay_us=queue_delay_us,
-        ),
-        labels=False,
-    )  # fmt: skip
-    update.version_dir(names.embedding_image, version)  # an ensemble's empty version folder, as above
-    update.add_config(
-        embedding_ensemble_config(names, card, features=features, max_batch_size=max_batch_size), labels=False
-    )
     return parity
 
 

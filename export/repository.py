@@ -10,13 +10,15 @@ leaves it byte-for-byte as it was.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from common.model_card import ModelCard
+from common.model_card import ModelCard, repository_beside
 from export.errors import ExportError
 from triton_repository.configs import config_text, io_signature, labels_text, parse_config, read_config
 from triton_repository.layout import CONFIG_FILE, LABELS_FILE, versions
@@ -36,6 +38,61 @@ def choose_version(repository: Path, model_names: list[str], requested: int | No
             )
         return requested
     return 1 + max((max(numbers) for numbers in taken.values() if numbers), default=0)
+
+
+def incompatibility(repository: Path, config: mc.ModelConfig, card: ModelCard | None) -> str | None:
+    """Why `config` (and `card`'s labels) cannot join the model of that name in `repository`, or None.
+
+    Triton keeps one config.pbtxt per model for all its versions: a new version with other inputs,
+    outputs or labels would silently break the versions served now."""
+    served = repository / config.name / CONFIG_FILE
+    if not served.is_file():
+        return None
+    old, new = io_signature(read_config(served.parent)), io_signature(config)
+    if old != new:
+        return f"{served.parent} serves {_describe(old)}; this model needs {_describe(new)}"
+    served_labels = repository / config.name / LABELS_FILE
+    if card is not None and served_labels.is_file() and served_labels.read_text() != labels_text(card):
+        return f"{served.parent} serves other class names than this model's"
+    return None
+
+
+def _describe(signature: dict[str, list[tuple[str, str, tuple[int, ...]]]]) -> str:
+    def tensors(kind: str) -> str:
+        return ", ".join(f"{name} {dtype} {list(shape)}" for name, dtype, shape in signature[kind])
+
+    return f"inputs {tensors('inputs')} and outputs {tensors('outputs')}"
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """One model an export writes: its config, and whether the card's labels.txt goes beside it."""
+
+    config: mc.ModelConfig
+    labels: bool
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def check_repository_takes(
+    repository: Path, planned: list[PlannedModel], card: ModelCard, *, model_dir: Path, name: str
+) -> None:
+    """Refuse, before any work, an export whose models cannot join those of the same name in `repository`."""
+    problems = [
+        problem
+        for model in planned
+        if (problem := incompatibility(repository, model.config, card if model.labels else None))
+    ]
+    if problems:
+        other_name = re.sub(r"\W+", "_", f"{name}_{Path(model_dir).resolve().name}")
+        own_repository = repository_beside(model_dir)
+        raise ExportError(
+            f"{problems[0]}. Triton keeps one config for all versions of a model, so adding this one would "
+            f"break the versions served now; nothing was written. Export under another name "
+            f"(--name {other_name}) or into a repository of its own (--repository {own_repository})"
+        )
 
 
 class RepositoryUpdate:
@@ -73,30 +130,15 @@ class RepositoryUpdate:
         folder.mkdir(parents=True, exist_ok=True)
         text = config_text(config)
         parse_config(text)  # what we write must parse; cheap, and the tests check it too
-        self._check_compatible(config, card if labels else None)
+        problem = incompatibility(self.repository, config, card if labels else None)
+        if problem:
+            raise ExportError(
+                f"{problem}: another export changed {self.repository} at the same time; export again"
+            )
         (folder / CONFIG_FILE).write_text(text)
         if labels and card is not None:
             (folder / LABELS_FILE).write_text(labels_text(card))
         self._config_order.append(config.name)
-
-    def _check_compatible(self, config: mc.ModelConfig, card: ModelCard | None) -> None:
-        # Triton has one config per model for all its versions: a new version with other inputs,
-        # outputs or labels would silently break the old ones.
-        served = self.repository / config.name / CONFIG_FILE
-        if not served.is_file():
-            return
-        old, new = io_signature(read_config(served.parent)), io_signature(config)
-        if old != new:
-            raise ExportError(
-                f"{served} serves {old}, this export needs {new}: export under another --name "
-                "or into another --repository (old versions would break with the new config)"
-            )
-        served_labels = self.repository / config.name / LABELS_FILE
-        if card is not None and served_labels.is_file() and served_labels.read_text() != labels_text(card):
-            raise ExportError(
-                f"{served_labels} has other labels than this model: export under another --name "
-                "or into another --repository"
-            )
 
     def commit(self) -> list[Path]:
         """Move the staged files into REPO: version folders first, then configs and labels."""

@@ -106,10 +106,13 @@ def pretrained(
 
     card = write_pretrained(out, weights, dataset=dataset)
     accuracy = f"published top-1 {card.metrics['top1']:.1%}" if card.metrics else "no known accuracy"
+    from common.model_card import repository_beside
+
+    repository = repository_beside(out)
     typer.echo(
         f"wrote {out} (torchvision AlexNet, {card.num_classes} ImageNet classes, {card.image_size} px, "
         f"trained on {card.dataset}, {accuracy}); next: alexnet export onnx --model {out} "
-        "--repository model_repository"
+        f"--repository {repository}, then alexnet serve --repository {repository}"
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from common.hashing import sha256_of
-from common.model_card import ModelCard
+from common.model_card import UNKNOWN_ORIGIN, ModelCard
 from training.errors import TrainingError
 from training.model import build_model
 from training.model_dir import save_model_dir
@@ -108,7 +108,7 @@ def write_pretrained(
 
 
 def unknown_origin(digest: str) -> str:
-    return f"unknown (imported weights, SHA-256 {digest[:12]}..., matching no published AlexNet)"
+    return f"{UNKNOWN_ORIGIN} (imported weights, SHA-256 {digest[:12]}..., matching no published AlexNet)"
 
 
 def published_accuracy(record: Any) -> dict[str, float]:
