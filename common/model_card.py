@@ -34,7 +34,7 @@ MIN_IMAGE_SIZE = 63
 class ModelCard:
     """What a model directory holds, beside its weights."""
 
-    architecture: str  # "torchvision" (one weird trick, 2014) or "paper" (NeurIPS 2012)
+    architecture: str  # "torchvision" (torchvision.models.alexnet) or "paper" (NIPS 2012)
     labels: list[str]  # class names, index i is output i
     image_size: int  # side of the square RGB image the network sees
     resize_size: int  # evaluation: resize the shorter side to this, then centre-crop image_size

@@ -14,7 +14,7 @@ from common.hashing import sha256_of
 from common.model_card import ModelCard
 from export.onnx_export import metadata_for
 from training.engine import train_step
-from training.model import build_model
+from training.model import PerGPUResponseNorm, build_model
 from training.model_dir import load_model_dir
 from training.optim import LRSchedule
 from training.precision import Precision
@@ -87,7 +87,7 @@ def test_paper_architecture_trains_and_evaluates_on_ten_crops_through_the_comman
     model, card = load_model_dir(out)
     assert card.architecture == "paper" and card.num_classes == 1000 and card.training["optimizer"] == "sgd"
     # The paper's local response normalisation and two-column grouping are what was trained and saved.
-    assert isinstance(model.features[2], torch.nn.LocalResponseNorm) and model.features[4].groups == 2
+    assert isinstance(model.features[2], PerGPUResponseNorm) and model.features[4].groups == 2
     record = json.loads((out / "metrics.jsonl").read_text())
     assert record["epoch"] == 1 and record["train_images"] == 32
     assert record["val_images"] == 6  # scored on ten crops each, as the paper evaluated

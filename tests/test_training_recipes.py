@@ -24,6 +24,7 @@ PAPER_AS_PUBLISHED = {
     "batch_size": 128,
     "lr": 0.01 * 256 / 128,  # 0.01 at batch 128, as a rate per 256 images
     "schedule": "plateau",  # divided by 10 when the validation error stopped improving
+    "max_lr_drops": 3,  # "reduced three times prior to termination"
     "warmup_epochs": 0.0,
     "epochs": 90,
     "image_size": 224,  # section 4.1
@@ -40,6 +41,7 @@ TORCHVISION_AS_PUBLISHED = {
     "batch_size": 32,  # per GPU, on 8 GPUs
     "lr": 0.01 * 256 / (32 * 8),
     "schedule": "step",  # x0.1 every 30 epochs of 90
+    "lr_step_epochs": 30,  # --lr-step-size 30
     "warmup_epochs": 0.0,
     "epochs": 90,
     "image_size": 224,
@@ -114,7 +116,7 @@ def test_paper_recipe_applied_with_flags_over_it_is_printed_and_recorded(tmp_pat
     card = ModelCard.load(out)
     assert card.architecture == "paper"
     training = card.training
-    assert training["recipe"] == "paper" and "NeurIPS 2012" in training["recipe_source"]
+    assert training["recipe"] == "paper" and "NIPS 2012" in training["recipe_source"]
     assert training["recipe_overrides"] == {"batch_size": 8, "epochs": 1, "image_size": 64}
     assert (training["optimizer"], training["momentum"], training["weight_decay"]) == ("sgd", 0.9, 5e-4)
     assert training["lr_per_256_images"] == 0.02 and training["schedule"].startswith("plateau after 0 ")

@@ -19,6 +19,8 @@ from training import recipes
 from training.errors import TrainingError
 from training.recipes import DEFAULT_RECIPE, LR_REFERENCE_BATCH, default_lr
 
+DEFAULT_MAX_LR_DROPS = 3  # plateau: the paper reduced the rate three times (section 5)
+
 # What --help says of an option left out (see `option`).
 RECIPE = "the recipe's value"
 DEFAULT = "the field's default"
@@ -55,8 +57,8 @@ class TrainConfig:
     out: str = option("runs/digits", "Model directory: weights, model.json, checkpoints, metrics.jsonl, tb/")
     arch: str = option(
         "torchvision",
-        "torchvision (one weird trick; loads torchvision's weights) or paper (NeurIPS 2012: LRN, grouped "
-        "convolutions)",
+        "torchvision (torchvision.models.alexnet, one column; loads torchvision's weights) or paper (NIPS "
+        "2012: LRN and grouped convolutions, the two GPUs apart)",
         unset=RECIPE,
     )
     epochs: int = option(5, "Epochs to train", unset=RECIPE)
@@ -81,9 +83,19 @@ class TrainConfig:
     weight_decay: float | None = None  # None: 5e-4 for SGD (the paper's), 0.05 for AdamW
     schedule: str = option(
         "cosine",
-        "cosine, step (x0.1 every third of the run) or plateau (x0.1 when top-1 stops improving, as in the "
-        "paper), after the recipe's warm-up",
+        "cosine, step (x0.1 every --lr-step-epochs) or plateau (x0.1 when top-1 stops improving, at most "
+        "--max-lr-drops times, as in the paper), after the recipe's warm-up",
         unset=RECIPE,
+    )
+    lr_step_epochs: int | None = option(
+        None,
+        "With --schedule step: epochs between the x0.1 steps",
+        unset="the recipe's (torchvision: 30), else a third of the run",
+    )
+    max_lr_drops: int = option(
+        DEFAULT_MAX_LR_DROPS,
+        "With --schedule plateau: the most times the rate is divided by 10 (the paper: three)",
+        unset=DEFAULT,
     )
     warmup_epochs: float = 1.0  # linear warm-up from 0, per step
     augmentation: str | None = option(

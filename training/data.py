@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -378,46 +378,78 @@ def validation_pixels(
     return split_pixels(card, data, "val", limit)
 
 
-def split_pixels(
-    card: ModelCard, data: str, split_name: str, limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """validation_pixels for either split ("train" or "val"), both seen as evaluation sees them."""
+@dataclass(frozen=True)
+class SplitImages:
+    """One split of a data set as evaluation sees it, read on demand: every item's label, and any item's
+    uint8 [S, S, 3] RGB pixels (None for a file that cannot be read). Listing a split reads no image, so
+    a sample of a split of any size costs only the images sampled."""
+
+    labels: np.ndarray  # int64 [N]
+    read: Callable[[int], np.ndarray | None]
+    image_size: int
+
+    def pixels(self, indices: Iterable[int], limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 [n, S, S, 3] pixels, int64 [n] indices) of the readable items among `indices`, in order,
+        at most `limit` of them."""
+        kept, pixels = [], []
+        for index in indices:
+            if limit is not None and len(kept) >= limit:
+                break
+            image = self.read(int(index))
+            if image is not None:
+                kept.append(int(index))
+                pixels.append(image)
+        size = self.image_size
+        stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
+        return stacked, np.asarray(kept, np.int64)
+
+
+def split_images(card: ModelCard, data: str, split_name: str, synthetic_size: int = 256) -> SplitImages:
+    """The "train" or "val" split of `data` ("digits", "synthetic" or an ImageNet-style folder), read as
+    evaluation sees it: resized and centre-cropped to the model's size, not normalised."""
     to_pixels = presets.eval_pixels(image_size=card.image_size, resize_size=card.resize_size)
-    pixels: list[np.ndarray] = []
-    labels: list[int] = []
     if data == "digits":
         split = load_digits_split()
         train = split_name == "train"
-        images = split.train_images if train else split.val_images
-        split_labels = split.train_labels if train else split.val_labels
-        for scan, label in zip(images[:limit], split_labels[:limit], strict=True):
-            pixels.append(np.asarray(to_pixels(digit_to_pil(scan)), dtype=np.uint8))
-            labels.append(int(label))
-    elif data == "synthetic":
-        dataset = SyntheticDataset(limit or 256, card.image_size, split_name)
-        for index in range(len(dataset)):
-            image, label = dataset.pixels(index)
-            pixels.append(image.permute(1, 2, 0).numpy())
-            labels.append(label)
-    else:
-        root = Path(data).expanduser().resolve()
-        class_folders, _names = find_classes(root)
-        if len(class_folders) != card.num_classes:
-            raise TrainingError(
-                f"{root} has {len(class_folders)} classes but the model has {card.num_classes}: "
-                "pass the folder the model was trained on"
-            )
-        for path, label in scan_split(root, split_name, class_folders):
-            if limit is not None and len(pixels) >= limit:
-                break
-            try:
-                image = read_rgb(path)
-            except UNREADABLE:
-                continue
-            pixels.append(np.asarray(to_pixels(image), dtype=np.uint8))
-            labels.append(label)
-        if not pixels:
-            raise TrainingError(f"no readable images in {root / split_name}: add JPEG or PNG files")
-    size = card.image_size
-    stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
-    return stacked, np.asarray(labels, dtype=np.int64)
+        scans = split.train_images if train else split.val_images
+        labels = split.train_labels if train else split.val_labels
+        return SplitImages(
+            np.asarray(labels, np.int64),
+            lambda i: np.asarray(to_pixels(digit_to_pil(scans[i])), np.uint8),
+            card.image_size,
+        )
+    if data == "synthetic":
+        dataset = SyntheticDataset(synthetic_size, card.image_size, split_name)
+        labels = [dataset.pixels(index)[1] for index in range(len(dataset))]
+        return SplitImages(
+            np.asarray(labels, np.int64),
+            lambda i: dataset.pixels(i)[0].permute(1, 2, 0).numpy(),
+            card.image_size,
+        )
+    root = Path(data).expanduser().resolve()
+    class_folders, _names = find_classes(root)
+    if len(class_folders) != card.num_classes:
+        raise TrainingError(
+            f"{root} has {len(class_folders)} classes but the model has {card.num_classes}: "
+            "pass the folder the model was trained on"
+        )
+    samples = scan_split(root, split_name, class_folders)
+
+    def read(index: int) -> np.ndarray | None:
+        try:
+            return np.asarray(to_pixels(read_rgb(samples[index][0])), dtype=np.uint8)
+        except UNREADABLE:
+            return None
+
+    return SplitImages(np.asarray([label for _, label in samples], np.int64), read, card.image_size)
+
+
+def split_pixels(
+    card: ModelCard, data: str, split_name: str, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """validation_pixels for either split ("train" or "val"): the first `limit` readable images."""
+    images = split_images(card, data, split_name, synthetic_size=limit or 256)
+    pixels, kept = images.pixels(range(len(images.labels)), limit)
+    if not len(pixels) and data not in ("digits", "synthetic"):
+        raise TrainingError(f"no readable images in {Path(data) / split_name}: add JPEG or PNG files")
+    return pixels, images.labels[kept]

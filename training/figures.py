@@ -5,8 +5,9 @@ Figure 3: the first layer's kernels as a grid, each kernel stretched on its own 
 architecture's two GPU halves (the kernels conv2's two groups read) as two blocks, one above the other.
 Figure 4: validation images (first column), each beside the six training images whose fc7 features
 (the last hidden layer, 4096-d) are nearest in Euclidean distance, each with its label. The figure's
-claim is measured over the whole validation split: how many of those six neighbours share the
-query's label.
+claim is measured over the whole validation pool: how many of those six neighbours share the query's
+label. On a large data set both pools are samples drawn evenly from every class, so every query can
+have neighbours of its own class.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from common.files import atomic_write
 from common.model_card import CHECKPOINT_FILE, KERNELS_FILE, NEIGHBOURS_FILE, ModelCard
+from training.data import SplitImages
 from training.errors import TrainingError
 from training.model import Fc7Features, NormalisedPixels, first_layer_kernels, first_layer_weights
 
@@ -27,7 +29,13 @@ KERNELS_PER_ROW = 16  # the paper's Figure 3 is 6 rows of 16
 KERNEL_ZOOM = 4  # an 11x11 kernel drawn 44x44, pixels kept square
 QUERIES = 5  # rows of Figure 4
 NEIGHBOURS = 6  # training images per row, as in the paper
-TRAIN_LIMIT = 20_000  # training images searched (all of the digits' 1,437)
+# Figure 4's pools, sampled evenly from every class (seeded): all of the digits' 1,437 and 360; for ImageNet
+# 20 training and 5 validation images of each of the 1,000 classes. The fc7 features of the pools are
+# what is held in memory (20,000 x 4096 floats: 330 MB), never their pixels.
+TRAIN_POOL = 20_000
+QUERY_POOL = 5_000
+SAMPLE_SEED = 0
+DISTANCE_ROWS = 1_024  # queries per block of the distance matrix: 1,024 x 20,000 floats at a time
 BATCH_SIZE = 64
 GAP = 8  # pixels between Figure 3's blocks and Figure 4's columns
 CAPTION = 14  # pixels under each Figure 4 tile for its label
@@ -58,6 +66,7 @@ class Figures:
     nearest_agreement: float  # the same for the single nearest one
     validation_images: int
     training_images: int
+    training_classes: int  # classes in the training pool: all of them, unless a class has no image
     kernel_change: KernelChange | None  # None where the run's initial kernels are not known
 
     def summary(self) -> str:
@@ -66,7 +75,8 @@ class Figures:
             lines.append(self.kernel_change.summary())
         lines.append(
             f"nearest neighbours by fc7 ({self.validation_images} validation images among "
-            f"{self.training_images} training images): the nearest has the query's label for "
+            f"{self.training_images} training images of {self.training_classes} classes): the nearest has "
+            "the query's label for "
             f"{self.nearest_agreement:.1%}, the {NEIGHBOURS} nearest for {self.agreement:.1%}"
         )
         return "\n".join(lines)
@@ -152,39 +162,67 @@ def _to_image(grid: torch.Tensor) -> Image.Image:
 
 
 @torch.inference_mode()
-def fc7_features(network: torch.nn.Module, card: ModelCard, pixels: np.ndarray) -> torch.Tensor:
-    """[N, 4096] fc7 features of uint8 [N, S, S, 3] pixels, normalised as the model card says."""
+def fc7_features(
+    network: torch.nn.Module, card: ModelCard, images: SplitImages, indices: np.ndarray
+) -> tuple[torch.Tensor, np.ndarray]:
+    """[n, 4096] fc7 features of the readable items among `indices` of a split, read a batch at a time
+    and normalised as the model card says; and the indices they belong to."""
     normalise = NormalisedPixels(card.mean, card.std)
     features = Fc7Features(network).eval()
-    outputs = []
-    for start in range(0, len(pixels), BATCH_SIZE):
-        batch = torch.from_numpy(np.ascontiguousarray(pixels[start : start + BATCH_SIZE]))
-        outputs.append(features(normalise(batch)))
-    return torch.cat(outputs)
+    outputs, kept = [], []
+    for start in range(0, len(indices), BATCH_SIZE):
+        pixels, readable = images.pixels(indices[start : start + BATCH_SIZE])
+        if len(readable):
+            outputs.append(features(normalise(torch.from_numpy(pixels))))
+            kept.append(readable)
+    if not outputs:
+        return torch.zeros(0, 0), np.zeros(0, np.int64)
+    return torch.cat(outputs), np.concatenate(kept)
 
 
 def nearest_training_images(query: torch.Tensor, training: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
-    """Indices [Q, k] of the k training features nearest to each query, by Euclidean distance."""
-    return torch.cdist(query, training).topk(k, dim=1, largest=False).indices
+    """Indices [Q, k] of the k training features nearest to each query, by Euclidean distance, a block of
+    queries at a time so the distance matrix never exceeds DISTANCE_ROWS rows."""
+    blocks = [
+        torch.cdist(query[start : start + DISTANCE_ROWS], training).topk(k, dim=1, largest=False).indices
+        for start in range(0, len(query), DISTANCE_ROWS)
+    ]
+    return torch.cat(blocks)
+
+
+def class_balanced_sample(labels: np.ndarray, limit: int, seed: int = SAMPLE_SEED) -> np.ndarray:
+    """At most `limit` indices of `labels`, as evenly spread over the classes as their sizes allow, chosen
+    at random within each class (seeded), in index order. All of them when there are no more than `limit`."""
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(len(labels))
+    # Each item's rank among its class's shuffled items: taking ranks 0, 1, 2... fills every class evenly.
+    order = shuffled[np.argsort(labels[shuffled], kind="stable")]
+    starts = np.searchsorted(labels[order], labels[order], side="left")
+    rank = np.empty(len(labels), np.int64)
+    rank[order] = np.arange(len(labels)) - starts
+    chosen = np.lexsort((rng.random(len(labels)), rank))[:limit]
+    return np.sort(chosen)
 
 
 def neighbour_figure(
     query_pixels: np.ndarray,
     query_labels: np.ndarray,
-    train_pixels: np.ndarray,
-    train_labels: np.ndarray,
-    neighbours: np.ndarray,
+    neighbour_pixels: np.ndarray,
+    neighbour_labels: np.ndarray,
     labels: list[str],
 ) -> Image.Image:
-    """Figure 4: one row per query (its image, then its neighbours), a label under each tile."""
+    """Figure 4: a row per query (its image, then its neighbours' [Q, k] images), a label under each tile."""
     size = query_pixels.shape[1]
     tile = max(size, 64)
-    columns = 1 + neighbours.shape[1]
+    columns = 1 + neighbour_pixels.shape[1]
     figure = Image.new("RGB", (columns * tile + GAP, len(query_pixels) * (tile + CAPTION)), "white")
     draw = ImageDraw.Draw(figure)
-    for row, (pixels, label, found) in enumerate(zip(query_pixels, query_labels, neighbours, strict=True)):
+    rows = zip(query_pixels, query_labels, neighbour_pixels, neighbour_labels, strict=True)
+    for row, (pixels, label, found_pixels, found_labels) in enumerate(rows):
         top = row * (tile + CAPTION)
-        tiles = [(pixels, label)] + [(train_pixels[i], train_labels[i]) for i in found]
+        tiles = [(pixels, label)] + list(zip(found_pixels, found_labels, strict=True))
         for column, (image, image_label) in enumerate(tiles):
             left = column * tile + (GAP if column else 0)
             figure.paste(Image.fromarray(image).resize((tile, tile), Image.NEAREST), (left, top))
@@ -211,12 +249,14 @@ def write_png(image: Image.Image, path: Path) -> Path:
 
 def write_figures(model_dir: Path, data: str | None = None) -> Figures:
     """Both figures as PNG files in `model_dir`, from its weights and its data set's two splits."""
-    from training.data import split_pixels
+    from training.data import split_images
     from training.model_dir import load_model_dir
 
     network, card = load_model_dir(model_dir, device="cpu")
-    where = f"--data {data} is not a folder" if data else (
-        f"{model_dir} was trained on {card.dataset or 'an unknown data set'}, which is not here"
+    where = (
+        f"--data {data} is not a folder"
+        if data
+        else (f"{model_dir} was trained on {card.dataset or 'an unknown data set'}, which is not here")
     )
     data = data or card.dataset
     if not (data in ("digits", "synthetic") or Path(data).is_dir()):
@@ -224,26 +264,31 @@ def write_figures(model_dir: Path, data: str | None = None) -> Figures:
             f"{where}: pass --data DIR, a folder with DIR/train/<class>/ and DIR/val/<class>/ images of "
             "the model's classes"
         )
-    val_pixels, val_labels = split_pixels(card, data, "val")
-    train_pixels, train_labels = split_pixels(card, data, "train", limit=TRAIN_LIMIT)
-    if len(train_pixels) < NEIGHBOURS or len(val_pixels) == 0:
+    train, val = split_images(card, data, "train"), split_images(card, data, "val")
+    train_features, train_rows = fc7_features(
+        network, card, train, class_balanced_sample(train.labels, TRAIN_POOL)
+    )
+    val_features, val_rows = fc7_features(network, card, val, class_balanced_sample(val.labels, QUERY_POOL))
+    if len(train_rows) < NEIGHBOURS or len(val_rows) == 0:
         raise TrainingError(f"{data} has too few images for Figure 4: it needs {NEIGHBOURS} training images")
     initial = initial_kernels(model_dir)
     kernels = write_png(kernel_figure(network, initial), model_dir / KERNELS_FILE)
-    found = nearest_training_images(
-        fc7_features(network, card, val_pixels), fc7_features(network, card, train_pixels)
-    ).numpy()
-    same = train_labels[found] == val_labels[:, np.newaxis]
-    rows = query_rows(val_labels, card.num_classes)
+    found = train_rows[nearest_training_images(val_features, train_features).numpy()]  # split indices
+    val_labels = val.labels[val_rows]
+    same = train.labels[found] == val_labels[:, np.newaxis]
+    shown = query_rows(val_labels, card.num_classes)
+    query_pixels, _ = val.pixels(val_rows[shown])
+    neighbour_pixels = np.stack([train.pixels(found[row])[0] for row in shown])
     figure = neighbour_figure(
-        val_pixels[rows], val_labels[rows], train_pixels, train_labels, found[rows], card.labels
+        query_pixels, val_labels[shown], neighbour_pixels, train.labels[found[shown]], card.labels
     )
     return Figures(
         kernels=kernels,
         neighbours=write_png(figure, model_dir / NEIGHBOURS_FILE),
         agreement=float(same.mean()),
         nearest_agreement=float(same[:, 0].mean()),
-        validation_images=len(val_pixels),
-        training_images=len(train_pixels),
+        validation_images=len(val_rows),
+        training_images=len(train_rows),
+        training_classes=len(np.unique(train.labels[train_rows])),
         kernel_change=None if initial is None else kernel_change(network, initial),
     )

@@ -1,13 +1,16 @@
 """AlexNet, in the two forms people mean by the name.
 
 `paper`: the network of Krizhevsky, Sutskever and Hinton, "ImageNet Classification with Deep
-Convolutional Neural Networks", NeurIPS 2012: local response normalisation, and the two-GPU split
+Convolutional Neural Networks", NIPS 2012: local response normalisation, and the two-GPU split
 kept as grouped convolutions (conv2, conv4 and conv5 see only their own GPU's half of the previous
-layer; conv3 sees both halves).
+layer; conv3 sees both halves) and as per-GPU response normalisation.
 
-`torchvision`: the single-column variant of Krizhevsky, "One weird trick for parallelizing
-convolutional neural networks", arXiv:1404.5997 (2014), as torchvision.models.alexnet implements it.
-Its state-dict keys are torchvision's, so torchvision's IMAGENET1K_V1 weights load as they are.
+`torchvision`: torchvision.models.alexnet, a single-column network of 64-192-384-256-256 kernels.
+torchvision credits Krizhevsky's "One weird trick for parallelizing convolutional neural networks"
+(arXiv:1404.5997, 2014), whose footnote gives 64-192-384-384-256; the 256 of conv4 comes from the
+single-GPU configuration of Krizhevsky's cuda-convnet2 (layers-imagenet-1gpu.cfg), by way of the Torch
+reimplementation torchvision's was ported from (pytorch/vision#463 and #704). Its state-dict keys are
+torchvision's, so torchvision's IMAGENET1K_V1 weights load as they are.
 
 Both end in an adaptive average pool to 6x6, as torchvision does, so that inputs smaller than 224
 pixels (down to 63) work: the quickstart trains at 64.
@@ -70,11 +73,24 @@ class TorchvisionAlexNet(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def paper_lrn() -> nn.LocalResponseNorm:
-    # The paper divides by (k + alpha * sum(a^2))^beta with k=2, n=5, alpha=1e-4, beta=0.75.
-    # PyTorch divides by (k + alpha / n * sum(a^2))^beta, so its alpha is the paper's times n.
-    size, alpha = 5, 1e-4
-    return nn.LocalResponseNorm(size=size, alpha=alpha * size, beta=0.75, k=2.0)
+class PerGPUResponseNorm(nn.Module):
+    """The paper's local response normalisation (section 3.3), within each GPU's half of the channels.
+
+    The window of n=5 adjacent kernel maps runs over one GPU's maps only: the paper's GPUs exchange
+    activations only at conv3 and the fully connected layers, so a map on one GPU is never normalised by
+    maps on the other. One LocalResponseNorm over all 96 (or 256) channels would mix the halves at their
+    boundary. The paper divides by (k + alpha * sum(a^2))^beta with k=2, n=5, alpha=1e-4, beta=0.75;
+    PyTorch divides by (k + alpha / n * sum(a^2))^beta, so its alpha is the paper's times n.
+    """
+
+    def __init__(self, gpus: int = 2) -> None:
+        super().__init__()
+        size, alpha = 5, 1e-4
+        self.gpus = gpus
+        self.norm = nn.LocalResponseNorm(size=size, alpha=alpha * size, beta=0.75, k=2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.norm(half) for half in x.chunk(self.gpus, dim=1)], dim=1)
 
 
 class PaperAlexNet(nn.Module):
@@ -85,11 +101,11 @@ class PaperAlexNet(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2),  # conv1
             nn.ReLU(inplace=True),
-            paper_lrn(),
+            PerGPUResponseNorm(gpus=2),
             nn.MaxPool2d(kernel_size=3, stride=2),  # overlapping pooling: z=3, s=2
             nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=2),  # conv2
             nn.ReLU(inplace=True),
-            paper_lrn(),
+            PerGPUResponseNorm(gpus=2),
             nn.MaxPool2d(kernel_size=3, stride=2),
             nn.Conv2d(256, 384, kernel_size=3, padding=1),  # conv3: the columns talk here
             nn.ReLU(inplace=True),

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.config import TrainConfig
+from training.config import DEFAULT_MAX_LR_DROPS, TrainConfig
 from training.errors import TrainingError
 from training.recipes import LR_REFERENCE_BATCH
 
@@ -33,12 +33,30 @@ class LRSchedule:
     """Linear warm-up, then cosine, step or plateau decay. The rate is a function of the step count
     (plus, for plateau, a little state), so a resumed run gets exactly the rates it would have had."""
 
-    def __init__(self, kind: str, base_lr: float, *, steps_per_epoch: int, epochs: int, warmup_epochs: float):
+    def __init__(
+        self,
+        kind: str,
+        base_lr: float,
+        *,
+        steps_per_epoch: int,
+        epochs: int,
+        warmup_epochs: float,
+        step_epochs: int | None = None,
+        max_drops: int = DEFAULT_MAX_LR_DROPS,
+    ):
         if kind not in SCHEDULES:
             raise TrainingError(f"--schedule {kind}: use one of {', '.join(SCHEDULES)}")
+        if step_epochs is not None and step_epochs < 1:
+            raise TrainingError(f"--lr-step-epochs {step_epochs}: use 1 or more epochs between the steps")
+        if max_drops < 0:
+            raise TrainingError(f"--max-lr-drops {max_drops}: use 0 (never) or more")
         self.kind, self.base_lr, self.steps_per_epoch, self.epochs = kind, base_lr, steps_per_epoch, epochs
         self.warmup_steps = round(warmup_epochs * steps_per_epoch)
-        self.plateau_scale, self.best, self.bad_epochs = 1.0, -math.inf, 0
+        # step: x0.1 every `step_every` epochs; without a period from the recipe or --lr-step-epochs, a third
+        # of the run (two drops, whatever its length).
+        self.step_every = step_epochs or max(1, math.ceil(epochs / 3))
+        self.plateau_scale, self.best, self.bad_epochs, self.drops = 1.0, -math.inf, 0, 0
+        self.max_drops = max_drops
         self.patience = 2  # epochs without a better top-1 before the rate drops
 
     def lr_at(self, step: int) -> float:
@@ -48,22 +66,28 @@ class LRSchedule:
             progress = min(1.0, max(0, step - self.warmup_steps) / total)
             return self.base_lr * warmup * 0.5 * (1 + math.cos(math.pi * progress))
         if self.kind == "step":
-            every = max(1, math.ceil(self.epochs / 3))
-            return self.base_lr * warmup * 0.1 ** (step // self.steps_per_epoch // every)
+            return self.base_lr * warmup * 0.1 ** (step // self.steps_per_epoch // self.step_every)
         return self.base_lr * warmup * self.plateau_scale
 
     def end_of_epoch(self, top1: float) -> None:
-        """The paper's rule: divide by 10 when validation accuracy stops improving."""
+        """The paper's rule: divide by 10 when validation accuracy stops improving, at most `max_drops`
+        times (section 5: "reduced three times prior to termination")."""
         if top1 > self.best:
             self.best, self.bad_epochs = top1, 0
             return
         self.bad_epochs += 1
-        if self.kind == "plateau" and self.bad_epochs >= self.patience:
+        if self.kind == "plateau" and self.bad_epochs >= self.patience and self.drops < self.max_drops:
             self.plateau_scale *= 0.1
+            self.drops += 1
             self.bad_epochs = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"plateau_scale": self.plateau_scale, "best": self.best, "bad_epochs": self.bad_epochs}
+        return {
+            "plateau_scale": self.plateau_scale,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "drops": self.drops,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.plateau_scale, self.best, self.bad_epochs = (
@@ -71,6 +95,8 @@ class LRSchedule:
             state["best"],
             state["bad_epochs"],
         )
+        # Checkpoints from before the limit count their drops in the scale.
+        self.drops = state.get("drops", round(-math.log10(self.plateau_scale)))
 
 
 def build_schedule(config: TrainConfig, *, steps_per_epoch: int, world_size: int) -> LRSchedule:
@@ -82,4 +108,6 @@ def build_schedule(config: TrainConfig, *, steps_per_epoch: int, world_size: int
         steps_per_epoch=steps_per_epoch,
         epochs=config.epochs,
         warmup_epochs=config.warmup_epochs,
+        step_epochs=config.lr_step_epochs,
+        max_drops=config.max_lr_drops,
     )

@@ -1,7 +1,7 @@
 """Named training recipes for `alexnet train --recipe NAME`: each value in one place, cited to its source.
 
 - `paper`: Krizhevsky, Sutskever and Hinton, "ImageNet Classification with Deep Convolutional Neural
-  Networks", NeurIPS 2012 (section numbers below are that paper's).
+  Networks", NIPS 2012 (section numbers below are that paper's).
 - `torchvision`: how torchvision trained its AlexNet weights, per pytorch/vision
   references/classification/README.md (its table of default parameters, and "AlexNet and VGG":
   `torchrun --nproc_per_node=8 train.py --model alexnet --lr 1e-2`) and train.py's defaults.
@@ -59,7 +59,7 @@ class Recipe:
 RECIPES = {
     "paper": Recipe(
         name="paper",
-        source=f"{PAPER}, ImageNet Classification with Deep Convolutional Neural Networks, NeurIPS 2012",
+        source=f"{PAPER}, ImageNet Classification with Deep Convolutional Neural Networks, NIPS 2012",
         needs_data=True,
         settings={
             "arch": Setting("paper", "section 3: LRN, overlapping pooling, two GPU columns"),
@@ -70,6 +70,7 @@ RECIPES = {
             "batch_size": Setting(128, "section 5: a batch size of 128 examples"),
             "lr": Setting(0.02, "section 5: 0.01 at batch 128, i.e. 0.02 per 256 images"),
             "schedule": Setting("plateau", "section 5: /10 when the validation error stopped improving"),
+            "max_lr_drops": Setting(3, "section 5: the learning rate was reduced three times"),
             "warmup_epochs": Setting(0.0, "section 5: the rate started at 0.01, no warm-up"),
             "epochs": Setting(90, "section 5: roughly 90 cycles through the 1.2 million images"),
             "image_size": Setting(224, "section 4.1: random 224x224 patches of the 256x256 images"),
@@ -82,7 +83,7 @@ RECIPES = {
         source=f"{TORCHVISION} (AlexNet and VGG) and train.py's defaults, 8 GPUs",
         needs_data=True,
         settings={
-            "arch": Setting("torchvision", "torchvision.models.alexnet (one weird trick, 2014)"),
+            "arch": Setting("torchvision", "torchvision.models.alexnet: one column, 64-192-384-256-256"),
             "init_scheme": Setting("pytorch", "torchvision's AlexNet keeps PyTorch's default initialisation"),
             "optimizer": Setting("sgd", "README table: --momentum 0.9 (train.py --opt sgd)"),
             "momentum": Setting(0.9, "README table: --momentum 0.9"),
@@ -90,6 +91,7 @@ RECIPES = {
             "batch_size": Setting(32, "README table: --batch_size 32 per GPU, on 8 GPUs: 256 in all"),
             "lr": Setting(0.01, "README, AlexNet and VGG: --lr 1e-2 for the global batch of 256"),
             "schedule": Setting("step", "README table: --lr-step-size 30 --lr-gamma 0.1"),
+            "lr_step_epochs": Setting(30, "README table: --lr-step-size 30 (x0.1 every 30 epochs)"),
             "warmup_epochs": Setting(0.0, "train.py: --lr-warmup-epochs 0"),
             "epochs": Setting(90, "README table: --epochs 90"),
             "image_size": Setting(224, "train.py: --train-crop-size 224, --val-crop-size 224 (resize 256)"),
