@@ -89,7 +89,7 @@ def quickstart(
 
     Ctrl-C stops the page and Triton. A taken port falls back to a free one, said before anything else.
     --model-dir and --repository point it at another model (one from `alexnet pretrained`, say: export it
-    first if it needs --calibration-data); the self-check then compares HTTP and gRPC on sample photos.
+    first if it needs --calibration-data); the self-check then compares HTTP and gRPC on images of its kind.
 
     Example: alexnet quickstart          (what `make run` does; then open http://127.0.0.1:7860/)
 

@@ -190,14 +190,15 @@ def self_check(http_url: str, grpc_url: str, name: str, card: ModelCard, say: Ca
     with TritonClassifier(grpc_url, protocol="grpc", model=name) as grpc_client:
         over_grpc = grpc_client.classify_files(files, send="bytes")
         validation = served_validation_top1(grpc_client) if is_digits_card(card) else None
-    width = max(len(path.name) for path in files) + 2
+    names = [f"{path.parent.name}/{path.name}" if kind == "validation image" else path.name for path in files]
+    width = max(len(name) for name in [*names, kind]) + 2
     say(f"    {kind:<{width}} {'HTTP (pixels)':<24} gRPC (file bytes)")
-    for path, http_top, grpc_top in zip(files, over_http, over_grpc, strict=True):
-        say(f"    {path.name:<{width}} {_top1(http_top):<24} {_top1(grpc_top)}")
+    for name, http_top, grpc_top in zip(names, over_http, over_grpc, strict=True):
+        say(f"    {name:<{width}} {_top1(http_top):<24} {_top1(grpc_top)}")
         same_label = http_top[0].label == grpc_top[0].label
         if not same_label or abs(http_top[0].score - grpc_top[0].score) > SCORE_TOLERANCE:
             raise DemoError(
-                f"HTTP and gRPC disagree on {path.name} ({_top1(http_top)} vs {_top1(grpc_top)}): the "
+                f"HTTP and gRPC disagree on {name} ({_top1(http_top)} vs {_top1(grpc_top)}): the "
                 "client's and the server's preprocessing differ; re-export with `alexnet export onnx` "
                 "and report a bug"
             )
@@ -340,6 +341,7 @@ def run_quickstart(settings: QuickstartSettings, *, check: bool, say: Callable[[
             self_check(server.http_url, server.grpc_url, settings.name, card, say)
         with clock.stage("5/5 the demo page"):
             from demo.app import build_demo, launch_demo  # Gradio: seconds to import
+
             page_client = TritonClassifier(server.grpc_url, protocol="grpc", model=settings.name)
             demo = build_demo(page_client, settings.repository)
             page_url = launch_demo(demo, host=settings.host, port=ports.page, quiet=True)

@@ -41,7 +41,9 @@ def assert_one_error_line(result, *expected: str) -> str:
 def test_serve_on_a_taken_port_says_so_before_loading_anything(taken_port, tmp_path):
     repository = tmp_path / "model_repository"  # empty: the ports are checked before the repository
     result = alexnet_in_process("serve", "--repository", str(repository), "--grpc-port", str(taken_port))
-    assert_one_error_line(result, f"port {taken_port} (--grpc-port) is taken", "choose another with --grpc-port")
+    assert_one_error_line(
+        result, f"port {taken_port} (--grpc-port) is taken", "choose another with --grpc-port"
+    )
     assert "tritonserver" not in result.stderr and "alexnet serve:" not in result.stderr
 
 
