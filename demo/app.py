@@ -28,6 +28,7 @@ from demo.neighbours import NEIGHBOURS, NeighbourSearch, enlarge, kernels_file, 
 from serving.client import InferenceRejected, Prediction, ServedModel, TritonClassifier
 from serving.errors import ServingError
 from triton_repository.image_preprocessing import ImageError, decode_image, resize_and_crop
+from triton_repository.layout import base_model, companion_model
 
 TOP_K = 5
 MAX_UPLOAD = "10mb"  # Gradio refuses larger uploads before they reach us
@@ -279,6 +280,12 @@ def _what_the_network_sees(model: ServedModel, search: NeighbourSearch | None, k
             label="Nearest neighbours", columns=NEIGHBOURS // 2, rows=2, height=NEIGHBOURS_HEIGHT,
             object_fit="contain", allow_preview=False, elem_id="neighbours",
         )  # fmt: skip
+    elif companion_model(model.name, "embedding") is None:
+        base = base_model(model.name)
+        gr.Markdown(
+            f"`{model.name}` has no embedding model: start the page with `--model {base}` to see the "
+            f"neighbours by `{base}_embedding`."
+        )
     else:
         gr.Markdown(f"Triton does not serve {embedding}: export with `alexnet export onnx` to see these.")
     if kernels is not None:
@@ -300,15 +307,21 @@ def _example_label(path: Path, digits: bool) -> str:
 
 def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, quiet: bool = False) -> str:
     """Start serving the page without blocking; returns its URL. Stop it with demo.close()."""
-    demo.launch(
-        server_name=host,
-        server_port=port,
-        prevent_thread_lock=True,
-        max_file_size=MAX_UPLOAD,
-        show_error=False,  # only gr.Error messages (written for users) reach the page, never tracebacks
-        ssr_mode=False,
-        quiet=quiet,
-        css=CSS,
-    )
+    try:
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            prevent_thread_lock=True,
+            max_file_size=MAX_UPLOAD,
+            show_error=False,  # only gr.Error messages (written for users) reach the page, never tracebacks
+            ssr_mode=False,
+            quiet=quiet,
+            css=CSS,
+        )
+    except OSError as error:  # Gradio's "Cannot find empty port": taken since the CLI checked it
+        raise DemoError(
+            f"the page cannot listen on {host}:{port} ({error}): stop what listens there or choose another "
+            "port with --port"
+        ) from None
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     return f"http://{shown_host}:{port}/"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -12,10 +12,14 @@ from demo.errors import DemoError
 
 def demo(
     url: Annotated[
-        str | None, typer.Option(help="Triton's HOST:PORT (the gRPC port for grpc, the HTTP port for http)")
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Triton's address (default 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http)",
+        ),
     ] = None,
     port: Annotated[int, typer.Option(help="Port the page listens on")] = 7860,
-    protocol: Annotated[str, typer.Option(help="How the page talks to Triton: grpc or http")] = "grpc",
+    protocol: Annotated[Literal["grpc", "http"], typer.Option(help="How the page talks to Triton")] = "grpc",
     host: Annotated[
         str, typer.Option(help="Address the page listens on (0.0.0.0 to share it on the network)")
     ] = "127.0.0.1",
@@ -33,16 +37,22 @@ def demo(
     Example: alexnet serve --repository model_repository &
     alexnet demo --url 127.0.0.1:8001 --port 7860 --repository model_repository
     """
-    from demo.app import build_demo, launch_demo
-    from demo.quickstart import serve_forever
+    from common.ports import port_problems
+    from serving.cli import wait_for_server
     from serving.client import TritonClassifier
     from serving.errors import ServingError
 
     if protocol not in ("grpc", "http"):
         raise DemoError(f"unknown protocol {protocol!r}: use --protocol grpc or --protocol http")
+    problems = port_problems(host, {"--port": port})  # before anything slow: Gradio's import, the wait
+    if problems:
+        raise DemoError("; ".join(problems))
     client = TritonClassifier(url, protocol=protocol, model=model)
     try:
-        client.wait_until_ready(timeout=wait)
+        wait_for_server(client, wait)
+        from demo.app import build_demo, launch_demo  # Gradio: seconds to import
+        from demo.quickstart import serve_forever
+
         page = build_demo(client, repository)
     except ServingError as error:
         quickstart = "or run `alexnet quickstart`, which trains, exports, serves and opens the page"
@@ -60,7 +70,11 @@ def quickstart(
         bool, typer.Option("--check", help="Run once without keeping the page open; exit 0 on success (CI)")
     ] = False,
     model_dir: Annotated[
-        Path, typer.Option(help="The digits model folder (trained here if it has no model.json)")
+        Path,
+        typer.Option(
+            help="The model folder (model.json + model.safetensors); the digits model is trained there if it "
+            "has no model.json"
+        ),
     ] = Path("runs/digits"),
     repository: Annotated[
         Path, typer.Option(help="The Triton model repository (exported here unless it serves these weights)")
@@ -73,7 +87,9 @@ def quickstart(
 ) -> None:
     """Train the digits model if needed, export it, serve it with Triton, self-check, open the demo page.
 
-    Ctrl-C stops the page and Triton. A taken port falls back to a free one.
+    Ctrl-C stops the page and Triton. A taken port falls back to a free one, said before anything else.
+    --model-dir and --repository point it at another model (one from `alexnet pretrained`, say: export it
+    first if it needs --calibration-data); the self-check then compares HTTP and gRPC on images of its kind.
 
     Example: alexnet quickstart          (what `make run` does; then open http://127.0.0.1:7860/)
 

@@ -20,7 +20,7 @@ from demo.examples import packaged_photo_files, validation_digits
 from serving.client import ServedModel, TritonClassifier
 from serving.errors import ServingError
 from triton_repository.image_preprocessing import prepare_image, resize_and_crop
-from triton_repository.layout import ModelNames
+from triton_repository.layout import companion_model
 
 NEIGHBOURS = 6  # as many as the paper's Figure 4 shows
 SAME_IMAGE = 1e-3  # features this close to the query are the query itself, not a neighbour
@@ -65,9 +65,13 @@ def photos_gallery(client: TritonClassifier, model: ServedModel) -> Gallery:
 
 
 def serves_embedding(client: TritonClassifier, model: ServedModel) -> bool:
-    """Whether Triton serves <model>_embedding (exports before it, or with --no-embedding, do not)."""
+    """Whether Triton serves <model>_embedding (exports before it, or with --no-embedding, do not; nor is
+    there one for <name>_int8 or <name>_trt)."""
+    embedding = companion_model(model.name, "embedding")
+    if embedding is None:
+        return False
     try:
-        client.max_batch_size(ModelNames(model.name).embedding)
+        client.max_batch_size(embedding)
     except ServingError:
         return False
     return True

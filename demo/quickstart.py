@@ -1,15 +1,15 @@
 """`alexnet quickstart`: from a fresh clone to a page in the browser, each stage run like a user would.
 
-Train the digits model if there is none, export it unless the repository already serves these
-weights, start Triton, classify validation digits over HTTP and gRPC as a self-check, then open the
-demo and serve until Ctrl-C. Training and export run as `alexnet` subprocesses (the quickstart
+Choose the ports (a taken one falls back to a free one, said at once), train the digits model if there
+is none, export it unless the repository already serves these weights, start Triton, classify the same
+images over HTTP and gRPC as a self-check (for the digits model, the whole validation split too), then
+open the demo and serve until Ctrl-C. Training and export run as `alexnet` subprocesses (the quickstart
 itself never imports torch); `--check` does it all once, checks the page through its API, and exits.
 """
 
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -134,48 +134,117 @@ def ensure_exported(model_dir: Path, repository: Path, name: str, say: Callable[
     return card
 
 
-def port_or_free(port: int, say: Callable[[str], None]) -> int:
-    """`port` if nothing listens there; otherwise (or for 0) a free one."""
+def port_or_free(port: int, say: Callable[[str], None], host: str = "127.0.0.1") -> int:
+    """`port` if a server can listen there; otherwise (or for 0) a free one."""
+    from common.ports import listen_problem
     from serving.server import free_port
 
     if port == 0:
         return free_port()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            chosen = free_port()
-            say(f"    port {port} is taken: using {chosen}")
-            return chosen
+    why = listen_problem(host, port)
+    if why is None:
+        return port
+    if why != "taken":
+        raise DemoError(f"cannot listen on {host}:{port}: {why}; check --host")
+    chosen = free_port()
+    say(f"    port {port} is taken: using {chosen}")
+    return chosen
 
 
-def self_check(
-    http_url: str, grpc_url: str, name: str, recorded_top1: float | None, say: Callable[[str], None]
-) -> None:
-    """Through the real server: one validation digit per class over HTTP (pixels prepared here) and over
-    gRPC (the PNG, prepared by the server) must agree; then the whole validation split must score the
-    top-1 that training recorded in model.json (a difference is train/serve skew)."""
-    from demo.examples import digit_example_files
+@dataclass(frozen=True)
+class Ports:
+    http: int
+    grpc: int
+    metrics: int
+    page: int
+
+
+def choose_ports(settings: QuickstartSettings, say: Callable[[str], None]) -> Ports:
+    """The four ports, settled before any slow work: a taken one falls back to a free one, said at once."""
+    chosen: list[int] = []
+    for port, host in (
+        (settings.http_port, "127.0.0.1"),
+        (settings.grpc_port, "127.0.0.1"),
+        (settings.metrics_port, "127.0.0.1"),
+        (settings.page_port, settings.host),
+    ):
+        picked = port_or_free(port, say, host)
+        if picked in chosen:
+            given_twice = picked
+            while picked in chosen:  # (free ports picked by the kernel are unlikely to repeat, but may)
+                picked = port_or_free(0, say)
+            say(f"    port {given_twice} is given twice: using {picked}")
+        chosen.append(picked)
+    return Ports(*chosen)
+
+
+def self_check(http_url: str, grpc_url: str, name: str, card: ModelCard, say: Callable[[str], None]) -> None:
+    """Through the real server: sample images of the model's kind over HTTP (pixels prepared here) and over
+    gRPC (the files, prepared by the server) must agree; then, for the digits model, the whole validation
+    split must score the top-1 that training recorded in model.json (a difference is train/serve skew)."""
     from serving.client import TritonClassifier
 
-    files = digit_example_files()
+    files, kind = sample_images(card)
     with TritonClassifier(http_url, protocol="http", model=name) as http_client:
         over_http = http_client.classify_files(files, send="pixels")
     with TritonClassifier(grpc_url, protocol="grpc", model=name) as grpc_client:
         over_grpc = grpc_client.classify_files(files, send="bytes")
-        served_top1, count = served_validation_top1(grpc_client)
-    say(f"    {'validation digit':<24} {'HTTP (pixels)':<18} gRPC (PNG bytes)")
-    for path, http_top, grpc_top in zip(files, over_http, over_grpc, strict=True):
-        say(f"    {path.name:<24} {_top1(http_top):<18} {_top1(grpc_top)}")
+        validation = served_validation_top1(grpc_client) if is_digits_card(card) else None
+    names = [f"{path.parent.name}/{path.name}" if kind == "validation image" else path.name for path in files]
+    width = max(len(name) for name in [*names, kind]) + 2
+    say(f"    {kind:<{width}} {'HTTP (pixels)':<24} gRPC (file bytes)")
+    for name, http_top, grpc_top in zip(names, over_http, over_grpc, strict=True):
+        say(f"    {name:<{width}} {_top1(http_top):<24} {_top1(grpc_top)}")
         same_label = http_top[0].label == grpc_top[0].label
         if not same_label or abs(http_top[0].score - grpc_top[0].score) > SCORE_TOLERANCE:
             raise DemoError(
-                f"HTTP and gRPC disagree on {path.name} ({_top1(http_top)} vs {_top1(grpc_top)}): the "
+                f"HTTP and gRPC disagree on {name} ({_top1(http_top)} vs {_top1(grpc_top)}): the "
                 "client's and the server's preprocessing differ; re-export with `alexnet export onnx` "
                 "and report a bug"
             )
     say("    HTTP and gRPC agree")
+    if validation is None:
+        say(
+            f"    served top-1 not compared with model.json: the quickstart reads only the digits' "
+            f"validation split, and this model was trained on {card.dataset or 'an unknown data set'}"
+        )
+        return
+    check_served_top1(*validation, card.metrics.get("top1"), say)
+
+
+def is_digits_card(card: ModelCard) -> bool:
+    from demo.examples import is_digits_model
+
+    return is_digits_model(card.labels, card.dataset)
+
+
+def sample_images(card: ModelCard) -> tuple[list[Path], str]:
+    """Image files of the model's own kind for the self-check, and what they are: one validation digit per
+    class for the digits model; the first validation image of up to ten classes of a training folder still
+    on disk; otherwise the photographs that ship with installed packages."""
+    from demo.examples import digit_example_files, packaged_photo_files
+    from triton_repository.image_preprocessing import IMAGE_SUFFIXES
+
+    if is_digits_card(card):
+        return digit_example_files(), "validation digit"
+    val = Path(card.dataset) / "val" if card.dataset else None
+    if val is not None and val.is_dir():
+        firsts = []
+        for class_dir in sorted(path for path in val.iterdir() if path.is_dir()):
+            images = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            firsts.extend(images[:1])
+        if firsts:
+            return firsts[:10], "validation image"
+    photos = packaged_photo_files()
+    if not photos:
+        raise DemoError("no sample photographs found in the installed packages: reinstall with `make setup`")
+    return photos, "sample photo"
+
+
+def check_served_top1(
+    served_top1: float, count: int, recorded_top1: float | None, say: Callable[[str], None]
+) -> None:
+    """The served top-1 on the validation split against the one training recorded."""
     recorded = f"{recorded_top1:.2%}" if recorded_top1 is not None else "not recorded"
     say(f"    served top-1 on the {count} validation digits: {served_top1:.2%} (model.json: {recorded})")
     if recorded_top1 is not None and abs(served_top1 - recorded_top1) > TOP1_TOLERANCE:
@@ -223,14 +292,11 @@ def _top1(predictions) -> str:
     return f"{predictions[0].label} ({predictions[0].score:.1%})"
 
 
-def check_page(url: str, client, say: Callable[[str], None]) -> None:
-    """Call the running page's API as a browser would, with one validation digit: it must show the answer
+def check_page(url: str, client, example: Path, say: Callable[[str], None]) -> None:
+    """Call the running page's API as a browser would, with one sample image: it must show the answer
     that Triton gives directly."""
     from gradio_client import Client, handle_file
 
-    from demo.examples import digit_example_files
-
-    example = digit_example_files()[3]
     expected = client.classify_files([example], top_k=1)[0][0].label
     label, details = Client(url, verbose=False).predict(handle_file(str(example)), api_name="/classify_image")
     if label.get("label") != expected:
@@ -250,20 +316,20 @@ def serve_forever(say: Callable[[str], None]) -> None:
 
 def run_quickstart(settings: QuickstartSettings, *, check: bool, say: Callable[[str], None] = print) -> float:
     """The whole quickstart; returns its wall time in seconds. DemoError/ServingError say what to fix."""
-    from demo.app import build_demo, launch_demo
     from serving.client import TritonClassifier
     from serving.server import TritonServer
 
     clock = Stopwatch(say)
-    with clock.stage(f"1/5 the digits model in {settings.model_dir}"):
+    ports = choose_ports(settings, say)
+    with clock.stage(f"1/5 the model in {settings.model_dir}"):
         ensure_trained(settings.model_dir, say)
     with clock.stage(f"2/5 the Triton model repository {settings.repository}"):
         card = ensure_exported(settings.model_dir, settings.repository, settings.name, say)
     server = TritonServer(
         settings.repository,
-        http_port=port_or_free(settings.http_port, say),
-        grpc_port=port_or_free(settings.grpc_port, say),
-        metrics_port=port_or_free(settings.metrics_port, say),
+        http_port=ports.http,
+        grpc_port=ports.grpc,
+        metrics_port=ports.metrics,
         log_file=settings.model_dir.parent / "triton.log",
     )
     demo = page_client = None
@@ -271,15 +337,17 @@ def run_quickstart(settings: QuickstartSettings, *, check: bool, say: Callable[[
         with clock.stage("3/5 starting Triton"):
             server.start()
             server.wait_until_ready()
-        with clock.stage("4/5 self-check: validation digits over HTTP and gRPC"):
-            self_check(server.http_url, server.grpc_url, settings.name, card.metrics.get("top1"), say)
+        with clock.stage("4/5 self-check: the same images over HTTP and gRPC"):
+            self_check(server.http_url, server.grpc_url, settings.name, card, say)
         with clock.stage("5/5 the demo page"):
+            from demo.app import build_demo, launch_demo  # Gradio: seconds to import
+
             page_client = TritonClassifier(server.grpc_url, protocol="grpc", model=settings.name)
             demo = build_demo(page_client, settings.repository)
-            page_port = port_or_free(settings.page_port, say)
-            page_url = launch_demo(demo, host=settings.host, port=page_port, quiet=True)
+            page_url = launch_demo(demo, host=settings.host, port=ports.page, quiet=True)
             if check:
-                check_page(page_url, page_client, say)
+                files, _kind = sample_images(card)
+                check_page(page_url, page_client, files[min(3, len(files) - 1)], say)
         say("")
         say(f"  Demo page:      {page_url}")
         say(f"  Triton HTTP:    http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)")

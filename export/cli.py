@@ -4,13 +4,15 @@ export.tensorrt_build and export.bench. torch, onnx and onnxruntime are imported
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 app = typer.Typer(
     name="export",
-    help="Export a trained model directory to ONNX / TensorRT inside a Triton model repository.",
+    help="Export a trained model directory to ONNX / TensorRT inside a Triton model repository.\n\n"
+    "Example: alexnet export onnx --model runs/digits --repository model_repository --device cpu\n\n"
+    "Example: alexnet export onnx --help  (every option, and what the repository holds afterwards)",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -65,7 +67,8 @@ def onnx(
         ),
     ] = None,
     device: Annotated[
-        str, typer.Option("--device", help="Instance kind in the configs: gpu (production) or cpu.")
+        Literal["gpu", "cpu"],
+        typer.Option("--device", help="Where Triton runs the model: gpu (production) or cpu (no GPU here)."),
     ] = "gpu",
     fp16: Fp16Option = False,
     version: VersionOption = None,
@@ -90,9 +93,11 @@ def onnx(
         ),
     ] = True,
 ) -> None:
-    """Export to ONNX, check it against PyTorch, and write the Triton models <name>, <name>_image (ensemble),
-    <name>_preprocess, <name>_embedding and <name>_embedding_image (fc7 features; --no-embedding skips
-    them) and, with --int8, <name>_int8. REPO is only changed if every check passes.
+    """Export to ONNX, check it against PyTorch, and write the Triton models into the repository.
+
+    The models: <name> (pixels in), <name>_image (image files in, decoded by <name>_preprocess),
+    <name>_embedding and <name>_embedding_image (the fc7 features; --no-embedding skips them) and, with
+    --int8, <name>_int8. The repository is only changed if every check passes.
 
     Example: alexnet export onnx --model runs/digits --repository model_repository --device cpu --int8
     """
@@ -133,9 +138,10 @@ def tensorrt(
         Path | None, typer.Option("--calibration-data", help="Folder of images for the parity check.")
     ] = None,
 ) -> None:
-    """Build a TensorRT engine (model.plan) from the ONNX export and write it as <name>_trt. Needs an NVIDIA
-    GPU and TensorRT (pip install '.\\[tensorrt]'); a plan runs only on the TensorRT version and GPU family
-    that built it, so build it where it will be served.
+    """Build a TensorRT engine from the ONNX export and write it as the model <name>_trt.
+
+    Needs an NVIDIA GPU and TensorRT (.venv/bin/pip install -e '.\\[tensorrt]'); a plan runs only on the
+    TensorRT version and GPU family that built it, so build it where it will be served.
 
     Example: alexnet export tensorrt --model runs/digits --repository model_repository --fp16
     """
@@ -177,8 +183,10 @@ def bench_export(
         ),
     ] = True,
 ) -> None:
-    """Images/s of PyTorch eager, ONNX Runtime FP32 and ONNX Runtime INT8 on this machine's CPU, side by side,
-    with the ratios ORT FP32 / eager and INT8 / FP32 (targets: 1.5x each).
+    """Images/s of PyTorch eager, ONNX Runtime FP32 and ONNX Runtime INT8 on this machine's CPU.
+
+    The three run side by side in interleaved rounds; it prints the medians and the ratios ONNX Runtime
+    FP32 / eager and INT8 / FP32.
 
     Example: alexnet bench-export --model runs/digits --batch-sizes 1,64 --json artifacts/bench_export.json
     """

@@ -60,7 +60,7 @@ def tensorrt_missing_reason() -> str | None:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        reasons.append("the tensorrt package is not installed (pip install '.[tensorrt]')")
+        reasons.append("the tensorrt package is not installed (.venv/bin/pip install -e '.[tensorrt]')")
     import torch
 
     if not torch.cuda.is_available():

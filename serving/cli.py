@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -13,9 +13,12 @@ from serving.errors import ServingError
 
 UrlOption = Annotated[
     str | None,
-    typer.Option(help="Triton's HOST:PORT (default 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http)"),
+    typer.Option(
+        metavar="HOST:PORT",
+        help="Triton's address (default 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http)",
+    ),
 ]
-ProtocolOption = Annotated[str, typer.Option(help="grpc or http")]
+ProtocolOption = Annotated[Literal["grpc", "http"], typer.Option(help="How to talk to Triton")]
 ModelOption = Annotated[str, typer.Option(help="Served model name (`alexnet_int8` for the INT8 model)")]
 
 
@@ -52,6 +55,8 @@ def serve(
     from serving.server import TritonServer
     from serving.supervisor import Supervisor
 
+    ports = {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port}
+    refuse_unusable_ports(host, ports)
     server = TritonServer(
         repository,
         host=host,
@@ -85,9 +90,33 @@ def serve(
     typer.echo("Triton stopped.", err=True)
 
 
+def refuse_unusable_ports(host: str, ports: dict[str, int]) -> None:
+    """Before any slow work: ServingError naming each port that cannot be listened on, and the fix."""
+    from common.ports import port_problems
+
+    problems = port_problems(host, ports)
+    if problems:
+        raise ServingError("; ".join(problems))
+
+
+def wait_for_server(classifier, wait: float, say=lambda line: typer.echo(line, err=True)) -> None:
+    """Wait up to `wait` seconds for the served model; if it is not ready at once, say first what is being
+    waited for and how to start it, so a missing server is never a silent pause."""
+    if not classifier.is_ready():
+        say(
+            f"waiting up to {wait:g} s for Triton at {classifier.url} ({classifier.protocol}) to serve "
+            f"{classifier.model} (start it with `alexnet serve --repository model_repository`, or point "
+            "--url at yours; --wait sets how long)"
+        )
+    classifier.wait_until_ready(timeout=wait)
+
+
 def classify(
     images: Annotated[
-        list[Path], typer.Argument(help="JPEG, PNG or WebP files, or folders of them", show_default=False)
+        list[Path],
+        typer.Argument(
+            metavar="IMAGE", help="JPEG, PNG or WebP files, or folders of them", show_default=False
+        ),
     ],
     url: UrlOption = None,
     protocol: ProtocolOption = "grpc",
@@ -97,7 +126,7 @@ def classify(
     ] = False,
     model: ModelOption = "alexnet",
     send: Annotated[
-        str,
+        Literal["pixels", "bytes"],
         typer.Option(
             help="pixels: resize here and send the model's input; bytes: send the files to <model>_image"
         ),
@@ -115,8 +144,10 @@ def classify(
         ),
     ] = None,
 ) -> None:
-    """Classify image files with the served model; many files go in one request (up to its max batch size).
-    A folder stands for its JPEG/PNG/WebP files, in name order (--recursive: its subfolders' too).
+    """Classify image files with the served model: the top labels of each, as a table or JSON.
+
+    Many files go in one request (up to the model's max batch size). A folder stands for its JPEG, PNG and
+    WebP files, in name order (--recursive: its subfolders' too).
 
     Example: alexnet classify cat.jpg dog.png --url 127.0.0.1:8001 --top-k 3 --json
     Example: alexnet classify photos/ --recursive --embed features.npy
@@ -129,9 +160,10 @@ def classify(
         raise ServingError(f"--top-k {top_k}: ask for at least 1 label")
     if embed is not None and embed.suffix.lower() not in EMBEDDING_SUFFIXES:
         raise ServingError(f"--embed {embed}: name a .npy or a .json file")
+    refuse_pixels_only_model(model, send, embed)
     images = list_image_files(images, recursive=recursive)
     with TritonClassifier(url, protocol=protocol, model=model) as classifier:
-        classifier.wait_until_ready(timeout=wait)
+        wait_for_server(classifier, wait)
         results = classifier.classify_files(images, top_k=top_k, send=send)
         if embed is not None:
             write_embeddings(embed, images, classifier.embed_files(images, send=send))
@@ -148,6 +180,25 @@ def classify(
 
 
 EMBEDDING_SUFFIXES = (".npy", ".json")
+
+
+def refuse_pixels_only_model(model: str, send: str, embed: Path | None) -> None:
+    """`--model alexnet_int8` (or _trt) takes pixels and gives probabilities only: export writes no
+    alexnet_int8_image for --send bytes and no alexnet_int8_embedding for --embed."""
+    from triton_repository.layout import base_model, companion_model
+
+    base = base_model(model)
+    if send == "bytes" and companion_model(model, "image") is None:
+        raise ServingError(
+            f"--send bytes with --model {model}: export writes no {model}_image (the server decodes files "
+            f"only for {base}); leave out --send bytes ({model} gets pixels, resized here as the server "
+            f"would), or use --model {base}"
+        )
+    if embed is not None and companion_model(model, "embedding") is None:
+        raise ServingError(
+            f"--embed with --model {model}: export writes no {model}_embedding; the fc7 features come from "
+            f"{base}_embedding: ask for them with --model {base} --embed {embed}"
+        )
 
 
 def write_embeddings(path: Path, images: list[Path], features) -> None:

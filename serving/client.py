@@ -31,7 +31,8 @@ from triton_repository.layout import (
     IMAGE_INPUT_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
-    ModelNames,
+    base_model,
+    companion_model,
 )
 
 PROTOCOLS = ("grpc", "http")
@@ -383,17 +384,28 @@ class TritonClassifier:
         """Top-k predictions for encoded JPEG/PNG/WebP files, decoded and resized by the server."""
         if not images:
             return []
-        return self._infer_chunked(ModelNames(self.model).image, IMAGE, _bytes_batch(images), top_k)
+        return self._infer_chunked(self._companion("image"), IMAGE, _bytes_batch(images), top_k)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """fc7 features FP32 [N, 4096] of uint8 [N, S, S, 3] RGB pixels, from <model>_embedding."""
         pixels = np.asarray(pixels)
         batch = pixels[np.newaxis] if pixels.ndim == 3 else pixels
-        return self._embed(ModelNames(self.model).embedding, PIXELS, batch)
+        return self._embed(self._companion("embedding"), PIXELS, batch)
 
     def embed_bytes(self, images: Sequence[bytes]) -> np.ndarray:
         """fc7 features of encoded JPEG/PNG/WebP files, decoded by the server (<model>_embedding_image)."""
-        return self._embed(ModelNames(self.model).embedding_image, IMAGE, _bytes_batch(images))
+        return self._embed(self._companion("embedding_image"), IMAGE, _bytes_batch(images))
+
+    def _companion(self, kind: str) -> str:
+        """The model export wrote beside this one for `kind` (triton_repository.layout.companion_model)."""
+        name = companion_model(self.model, kind)
+        if name is None:
+            base = base_model(self.model)
+            raise ServingError(
+                f"export writes no {self.model}_{kind}: {self.model} takes pixels and gives probabilities "
+                f"only; {base}_{kind} does this for the model {base}"
+            )
+        return name
 
     def _embed(self, model: str, input_name: str, batch: np.ndarray) -> np.ndarray:
         output = self._module.InferRequestedOutput(EMBEDDING)

@@ -49,9 +49,10 @@ class TrainConfig:
     )
     data: str = option(
         "digits",
-        "digits (embedded, no download), synthetic (random tensors), or an ImageNet-style folder DIR with "
-        "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg (class names from the folder names, or from "
-        "DIR/labels.txt: one `<folder> <name>` line per class)",
+        "digits (embedded, no download), synthetic (random tensors), or an ImageNet-style folder DIR: "
+        "DIR/train/<class>/ and DIR/val/<class>/ holding JPEG, PNG or WebP files (class names from the "
+        "folder names, or from DIR/labels.txt or ImageNet's DIR/LOC_synset_mapping.txt: one "
+        "`<folder> <name>` line per class)",
         unset=RECIPE,
     )
     out: str = option("runs/digits", "Model directory: weights, model.json, checkpoints, metrics.jsonl, tb/")

@@ -201,13 +201,44 @@ def _shown(value: Any) -> str:
 
 
 def help_text() -> str:
-    """--recipe's help: every recipe's values, from the table above."""
+    """--recipe's help: every recipe's values, from the table above, as the flags that set them."""
     return "; ".join(_help_line(recipe) for recipe in RECIPES.values())
 
 
 def _help_line(recipe: Recipe) -> str:
-    line = f"{recipe.name}{' (default)' if recipe.name == DEFAULT_RECIPE else ''}: {summary(recipe)}"
+    default = " (default)" if recipe.name == DEFAULT_RECIPE else ""
+    line = f"{recipe.name}{default}: {help_summary(recipe.settings)}"
     for arch, settings in recipe.for_arch.items():
-        changes = ", ".join(f"{name} {_shown(setting.value)}" for name, setting in settings.items())
-        line += f" (with --arch {arch}: {changes})"
+        line += f" (with --arch {arch}: {help_summary(settings)})"
     return line
+
+
+# Settings that no flag sets, in words (the others read as the flag that sets them: `--epochs 90`).
+_IN_WORDS = {
+    "init_scheme": {
+        "paper": "the paper's initialisation",
+        "pytorch": "PyTorch's default initialisation",
+        "he": "He initialisation",
+    },
+    "momentum": "momentum {:g}",
+    "weight_decay": "weight decay {:g}",
+    "warmup_epochs": "{:g} warm-up epoch(s)",
+}
+
+
+def help_summary(settings: dict[str, Setting]) -> str:
+    """Recipe values in a user's words: the flag that sets each (`--batch-size 128`), or a few words."""
+    return ", ".join(_in_words(name, setting.value) for name, setting in settings.items())
+
+
+def _in_words(name: str, value: Any) -> str:
+    words = _IN_WORDS.get(name)
+    if isinstance(words, dict):
+        return words[value]
+    if name == "warmup_epochs" and not value:
+        return "no warm-up"
+    if words is not None:
+        return words.format(value)
+    if name == "ten_crop":
+        return "--ten-crop" if value else "--centre-crop"
+    return f"--{name.replace('_', '-')} {_shown(value)}"

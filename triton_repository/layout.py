@@ -71,6 +71,30 @@ class ModelNames:
         return f"{self.base}_embedding_image"
 
 
+# The served models beside <name> that take pixels only: export writes no ensemble and no embedding for them.
+PIXELS_ONLY_SUFFIXES = ("_int8", "_trt")
+COMPANIONS = ("image", "embedding", "embedding_image")  # what export writes beside <name>
+
+
+def companion_model(served: str, kind: str) -> str | None:
+    """The model export writes beside the served model `served` for `kind` (one of COMPANIONS: "image" takes
+    encoded files, the embeddings give fc7 features): `<served>_<kind>`. None for `<name>_int8` and
+    `<name>_trt`, which take pixels only: there is no `alexnet_int8_image` or `alexnet_int8_embedding`."""
+    if kind not in COMPANIONS:
+        raise ValueError(f"unknown companion {kind!r}: one of {', '.join(COMPANIONS)}")
+    if served.endswith(PIXELS_ONLY_SUFFIXES):
+        return None
+    return getattr(ModelNames(served), kind)
+
+
+def base_model(served: str) -> str:
+    """`<name>` for `<name>_int8` or `<name>_trt`; any other served name as it is."""
+    for suffix in PIXELS_ONLY_SUFFIXES:
+        if served.endswith(suffix):
+            return served.removesuffix(suffix)
+    return served
+
+
 def model_dirs(repository: Path) -> list[Path]:
     """The model folders of a repository: those holding a config.pbtxt, by name."""
     return sorted(path for path in repository.iterdir() if (path / CONFIG_FILE).is_file())
