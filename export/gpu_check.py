@@ -753,7 +753,7 @@ class PixelsToLogits(nn.Module):
         return self.network(self.normalise(pixels))
 
 
-def load_compared(check: Check, model_dir: Path) -> Compared:
+def load_compared(sizes: Sizes, model_dir: Path) -> Compared:
     """The trained model, its validation images and crops of two colour photographs, and CPU FP32 logits."""
     from training.data import validation_pixels
     from training.model_dir import load_model_dir
@@ -762,10 +762,10 @@ def load_compared(check: Check, model_dir: Path) -> Compared:
     images: dict[str, np.ndarray] = {}
     data = card.dataset
     if data in ("digits", "synthetic") or (data and Path(data).is_dir()):
-        pixels, labels = validation_pixels(card, data=data, limit=check.sizes.compared_digits)
+        pixels, _labels = validation_pixels(card, data=data, limit=sizes.compared_digits)
         name = "digits" if data == "digits" or "digits" in Path(data).name else "validation images"
         images[name] = np.ascontiguousarray(pixels)
-    images["photos"] = photo_crops(check.sizes.compared_photos, card.image_size)
+    images["photos"] = photo_crops(sizes.compared_photos, card.image_size)
     reference_model = PixelsToLogits(network, card.mean, card.std).eval()
     with torch.inference_mode():
         reference = {
@@ -1127,6 +1127,41 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+# --- what the bounds separate -------------------------------------------------------------------------------
+
+
+def calibrate(
+    model_dir: Path, digits: int = 360, photos: int = 64
+) -> tuple[Compared, list[tuple[str, Agreement]]]:
+    """On the CPU, with a trained model: how far bf16 autocast and each injectable fault move the logits,
+    against the loosest bound (docs/gpu.md, "Agreement"): (case, agreement) per case and set of images."""
+    compared = load_compared(
+        dataclasses.replace(CPU_SIZES, compared_digits=digits, compared_photos=photos), model_dir
+    )
+    card = compared.card
+
+    def logits(pixels: np.ndarray, mean: list[float], std: list[float], bf16: bool = False) -> np.ndarray:
+        model = PixelsToLogits(compared.network, mean, std).eval()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return run_in_batches(lambda p: model(torch.from_numpy(p.copy())).float().numpy(), pixels, 64)
+
+    results = []
+    for name, pixels in compared.images.items():
+        reference = compared.reference[name]
+        cases = {
+            "bf16 autocast": logits(pixels, card.mean, card.std, bf16=True),
+            "swap-channels": logits(pixels[..., ::-1], card.mean, card.std),
+            "wrong-mean": logits(pixels, WRONG_MEAN, WRONG_STD),
+            # What a CUDA graph replaying a stale input returns: another batch's logits.
+            "stale-graph-input": np.roll(reference, len(reference) // 2, axis=0),
+        }
+        results += [
+            (case, compare_logits(name, reference, candidate, BF16_BOUND))
+            for case, candidate in cases.items()
+        ]
+    return compared, results
+
+
 # --- the whole check ------------------------------------------------------------------------------------
 
 
@@ -1160,7 +1195,7 @@ def run_check(
 
         def comparing() -> Compared | None:
             if not compared and trained:
-                compared.append(load_compared(check, trained[0]))
+                compared.append(load_compared(check.sizes, trained[0]))
             return compared[0] if compared else None
 
         schedule: list[tuple[str, float, Callable[[Section], Any]]] = [
@@ -1229,6 +1264,11 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(PARTS),
     )
     parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="with --model: print how far bf16 and each fault move that model's logits on the CPU, and exit",
+    )
+    parser.add_argument(
         "--hard-stop-s",
         type=float,
         help=f"end the process this many seconds after the start, whatever runs (default: the budget + "
@@ -1241,6 +1281,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown part(s) {', '.join(unknown)}: use some of {', '.join(PARTS)}")
     if args.model is not None and not (args.model / "model.json").is_file():
         parser.error(f"--model {args.model}: no model.json there; train one with `alexnet train --out DIR`")
+    if args.calibrate:
+        if args.model is None:
+            parser.error("--calibrate needs --model DIR (a trained model, e.g. runs/digits)")
+        compared, results = calibrate(args.model)
+        confidence = {key: value for key, value in describe_confidence(compared).items() if key != "model"}
+        print(f"{compared.source}: {json.dumps(confidence)}")
+        print("\n".join(f"{case:18s} {agreement.line()}" for case, agreement in results))
+        return 0
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     if args.inject_fault == "stale-graph-input" and device.type != "cuda":
         parser.error("--inject-fault stale-graph-input needs a GPU: only the GPU version runs CUDA graphs")

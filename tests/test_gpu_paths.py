@@ -252,3 +252,20 @@ def test_readme_production_path_builds_the_plan_where_it_is_served():
     assert (
         "-e ALEXNET_TRT_PLAN=build" in docker_run and "-v alexnet-trt-cache:/var/cache/alexnet" in docker_run
     )
+
+
+@pytest.mark.slow
+def test_the_bounds_separate_precision_noise_from_bugs(digits_model_dir: Path):
+    """With a confident model on real images, bf16's noise stays within the loosest bound and every fault the
+    check can inject lands far outside it (docs/gpu.md has the full table, from `--calibrate`)."""
+    from export.gpu_check import calibrate
+
+    _compared, results = calibrate(digits_model_dir, digits=64, photos=16)
+    verdicts = {(case, agreement.images): agreement for case, agreement in results}
+    for images in ("digits", "photos"):
+        assert verdicts["bf16 autocast", images].passed, verdicts["bf16 autocast", images].line()
+        for fault in ("wrong-mean", "stale-graph-input"):
+            agreement = verdicts[fault, images]
+            assert agreement.relative_error > 5 * agreement.bound, agreement.line()
+    assert verdicts["swap-channels", "photos"].relative_error > 5 * verdicts["swap-channels", "photos"].bound
+    assert verdicts["swap-channels", "digits"].relative_error == 0.0, "grey digits cannot show a channel swap"
