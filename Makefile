@@ -36,7 +36,7 @@ test-fast: setup
 
 # The prepared GPU check (docs/gpu.md), straight from the source tree (PYTHONPATH=., no install): on the
 # machine's own python3 where it has torch (a GPU machine's), else on the project's .venv, or on PYTHON=...;
-# a tiny CPU version where there is no GPU. Report and log go to $$OUT (default artifacts/gpu-check);
+# a tiny CPU version where there is no GPU. Report and log go to $OUT (default artifacts/gpu-check);
 # ARGS go to the check (ARGS='--inject-fault swap-channels', ARGS='--model runs/digits').
 ifeq ($(origin PYTHON),command line)
 CHECK_PYTHON = $(PYTHON)

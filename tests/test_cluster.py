@@ -121,6 +121,7 @@ def test_training_job_pods_find_the_rendezvous_and_use_every_gpu():
     gpus = container["resources"]["limits"]["nvidia.com/gpu"]
     assert f"--nproc-per-node={gpus}" in launch
     assert "checkpoint.pt" in launch and "--resume" in launch, "a retried pod continues the run"
+    assert subprocess.run(["sh", "-n", "-c", launch]).returncode == 0
 
 
 # --- the serving pod's plan cache on a shared volume -----------------------------------------------------
