@@ -86,13 +86,12 @@ def test_gpu_check_cpu_version_runs_through_make(tmp_path: Path, digits_model_di
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
-@pytest.mark.parametrize("fault", ["swap-channels", "wrong-mean"])
-def test_an_injected_fault_fails_the_inference_and_onnx_parts(
-    tmp_path: Path, digits_model_dir: Path, fault: str
-):
-    """The comparisons can fail: a swapped channel order (BGR pixels) or a wrong mean in the compared side
-    fails both parts, and the failure names the images and the measure that disagreed. A channel swap is
-    invisible on grey digits, which is why the photographs are compared too."""
+def test_an_injected_fault_fails_the_inference_and_onnx_parts(tmp_path: Path, digits_model_dir: Path):
+    """The comparisons can fail: a swapped channel order (BGR pixels) in the compared side fails both parts,
+    and the failure names the images and the measure that disagreed. A channel swap is invisible on grey
+    digits, which is why the photographs are compared too. (The other faults' size against the bounds:
+    test_the_bounds_separate_precision_noise_from_bugs.)"""
+    fault = "swap-channels"
     out = tmp_path / "out"
     result = make_gpu_check(
         out, f"--inject-fault {fault} --model {digits_model_dir} --parts inference,onnx-export"
@@ -106,7 +105,7 @@ def test_an_injected_fault_fails_the_inference_and_onnx_parts(
         assert "of their spread" in reason and "top-1 differs on" in reason
     inference = sections["inference"]["results"]["float32, batch 4"]
     assert inference["photos"]["relative_error"] > 0.1 and inference["photos"]["top1_disagreements"] > 0
-    assert inference["digits"]["passed"] is (fault == "swap-channels"), inference
+    assert inference["digits"]["passed"], inference  # grey: the swap changes nothing
     assert "FAILED" in result.stdout and "inference: Failure: disagrees with CPU float32" in result.stdout
 
 
