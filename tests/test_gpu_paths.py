@@ -267,4 +267,4 @@ def test_the_bounds_separate_precision_noise_from_bugs(digits_model_dir: Path):
             agreement = verdicts[fault, images]
             assert agreement.relative_error > 5 * agreement.bound, agreement.line()
     assert verdicts["swap-channels", "photos"].relative_error > 5 * verdicts["swap-channels", "photos"].bound
-    assert verdicts["swap-channels", "digits"].relative_error == 0.0, "grey digits cannot show a channel swap"
+    assert verdicts["swap-channels", "digits"].relative_error < 1e-6, "grey digits cannot show a channel swap"
