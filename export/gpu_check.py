@@ -538,13 +538,16 @@ def check_training_loop(check: Check, section: Section) -> Path:
 
     sizes = check.sizes
     data = check.scratch / "digits"
+    workers = default_workers(str(data), world_size=1)
+    data_path = (
+        f"ImageNet-style folder: JPEGs of {sizes.digits_file_size} px (scikit-learn's digits), "
+        f"{workers} DataLoader workers" + (", pinned memory" if check.on_gpu else "")
+    )
+    section.results["data_path"] = data_path  # the results so far are what a hard stop reports
     started = time.perf_counter()
     written = write_digits_folder(data, sizes.digits_file_size, sizes.digits_per_class)
-    workers = default_workers(str(data), world_size=1)
-    section.results["data_path"] = (
-        f"ImageNet-style folder: {written['train']} train / {written['val']} val JPEGs of "
-        f"{sizes.digits_file_size} px (scikit-learn's digits), {workers} DataLoader workers"
-        + (", pinned memory" if check.on_gpu else "")
+    section.results["data_path"] = data_path.replace(
+        "JPEGs", f"{written['train']} train / {written['val']} val JPEGs"
     )
     section.results["writing_seconds"] = round(time.perf_counter() - started, 1)
     out = check.scratch / "run"
