@@ -1,13 +1,11 @@
 """`alexnet export tensorrt`: a serialized TensorRT engine (model.plan) for Triton's tensorrt_plan backend.
 
-The engine is built from the checked ONNX export with the TensorRT Python API: one optimization
-profile for the batch axis (min 1, opt = max = the repository's max batch size). Precision:
-- TensorRT 10 (the version pinned in the `tensorrt` extra, because onnxruntime-gpu 1.31's TensorRT
-  provider and the Triton 2x.xx containers link TensorRT 10): a weakly typed network, FP16 allowed with
-  BuilderFlag.FP16.
-- TensorRT 11 removed the precision flags (networks are strongly typed): for FP16 the ONNX graph
-  itself is converted to FP16 first (onnxruntime's float16 converter, FP32 inputs/outputs kept).
-A plan only runs on the TensorRT version and GPU family that built it: build it where it is served.
+The engine is built from the checked ONNX export by the builder the production image uses too
+(triton_repository/tensorrt_engine.py: one optimization profile for the batch axis, min 1, opt = max =
+the repository's max batch size; the workspace limit; FP32 without TF32 or FP16, on TensorRT 10 by builder
+flags and on TensorRT 11 from an FP16 graph). The `tensorrt` extra pins TensorRT 10, because
+onnxruntime-gpu 1.31's TensorRT provider and the Triton 2x.xx containers link TensorRT 10. A plan only runs
+on the TensorRT version and GPU family that built it: build it where it is served.
 """
 
 from __future__ import annotations
@@ -24,13 +22,10 @@ from export.errors import ExportError
 from export.onnx_export import export_onnx
 from export.parity import FP32_TOLERANCE, ParityReport, check_parity
 from export.repository import RepositoryUpdate, choose_version
-from triton_repository.configs import (
-    DEFAULT_MAX_BATCH_SIZE,
-    TENSORRT_WORKSPACE_BYTES,
-    read_config,
-    tensorrt_plan_config,
-)
+from triton_repository import tensorrt_engine
+from triton_repository.configs import DEFAULT_MAX_BATCH_SIZE, read_config, tensorrt_plan_config
 from triton_repository.layout import CONFIG_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, PLAN_FILE, ModelNames
+from triton_repository.tensorrt_engine import EngineSpec
 
 # Against ONNX Runtime FP32. An FP32 engine is built without TF32 (TensorRT 10 allows it by default: inputs
 # rounded to a 10-bit mantissa on Ampere and later, errors of ~1e-3 on a probability), so it is held to the
@@ -155,57 +150,10 @@ def _repository_config(model_dir: Path) -> model_config_pb2.ModelConfig:
 
 
 def build_engine(onnx_path: Path, *, image_size: int, max_batch_size: int, fp16: bool) -> bytes:
-    """The serialized engine for `onnx_path`, with a batch profile 1..max_batch_size."""
-    import tensorrt as trt
-
-    major = int(trt.__version__.split(".")[0])
-    if fp16 and major >= 11:
-        onnx_path = _fp16_onnx(onnx_path)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    # TensorRT 10 and 11: explicit batch is the only mode, so no creation flags are needed.
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, TENSORRT_WORKSPACE_BYTES)
-    to_set, to_clear = precision_flags(fp16=fp16, tensorrt_major=major)
-    for flag in to_set:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
-    for flag in to_clear:
-        if hasattr(trt.BuilderFlag, flag):
-            config.clear_flag(getattr(trt.BuilderFlag, flag))
-    profile = builder.create_optimization_profile()
-    item = (image_size, image_size, 3)
-    profile.set_shape(INPUT_NAME, (1, *item), (max_batch_size, *item), (max_batch_size, *item))
-    config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise ExportError("TensorRT could not build an engine (see its log above)")
-    return bytes(plan)
-
-
-def precision_flags(*, fp16: bool, tensorrt_major: int) -> tuple[list[str], list[str]]:
-    """(BuilderFlags to set, BuilderFlags to clear) for the precision asked for.
-
-    TensorRT 10 enables TF32 by default; an FP32 engine clears it so that it computes what ONNX Runtime's
-    FP32 does and meets the same tolerance. TensorRT 11 has no precision flags (strongly typed networks:
-    FP16 comes from the graph, see _fp16_onnx)."""
-    if tensorrt_major >= 11:
-        return [], []
-    return (["FP16"], []) if fp16 else ([], ["TF32"])
-
-
-def _fp16_onnx(onnx_path: Path) -> Path:
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
-    fp16_path = onnx_path.with_name("model_fp16.onnx")
-    onnx.save(model, str(fp16_path))
-    return fp16_path
+    """The serialized engine for `onnx_path`, with a batch profile 1..max_batch_size: built by the same
+    builder as the production image's (triton_repository/tensorrt_engine.py)."""
+    spec = EngineSpec(onnx_path, INPUT_NAME, (image_size, image_size, 3), max_batch_size, fp16)
+    return tensorrt_engine.build_engine(spec)
 
 
 class TensorRTClassifier:

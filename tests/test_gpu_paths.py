@@ -1,5 +1,6 @@
 """The GPU paths, as far as a CPU can check them: the prepared GPU check's tiny CPU version run for real
-through `make gpu-check`, and the parts of the GPU code whose decisions do not need a GPU (TensorRT's
+through `make gpu-check` (its comparisons, the faults they must catch, its hard stop, what it does where
+`python3` has no torch), and the parts of the GPU code whose decisions do not need a GPU (TensorRT's
 precision flags, the engine cache folder, the execution provider a served model really runs on, the
 in-process baseline's precision, the documented path of a TensorRT plan)."""
 
@@ -20,6 +21,7 @@ SECTIONS = [
     "machine",
     "jpeg decode",
     "training loop",
+    "resume on the gpu",
     "ddp",
     "inference",
     "onnx export",
@@ -29,33 +31,51 @@ SECTIONS = [
 NOT_ON_THE_GPU_MACHINE = ("tritonclient", "gradio", "pytriton", "tensorrt")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
-def test_gpu_check_cpu_version_runs_through_make(tmp_path: Path):
-    """`make gpu-check` as the GPU machine runs it (its own python, PYTHONPATH=., OUT), in its CPU version:
-    GPUs hidden, so it is the tiny version on every host. Every part runs or says why not."""
-    out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(
-        ["make", "--no-print-directory", "gpu-check", f"PYTHON={sys.executable}"],
+def make_gpu_check(out: Path, args: str = "", **variables: str) -> subprocess.CompletedProcess:
+    """`make gpu-check` as the GPU machine runs it (PYTHONPATH=., OUT, ARGS), with the GPUs hidden: the tiny
+    CPU version on every host."""
+    settings = [f"{name}={value}" for name, value in {"PYTHON": sys.executable, **variables}.items()]
+    return subprocess.run(
+        ["make", "--no-print-directory", "gpu-check", *settings, f"ARGS={args}"],
         cwd=REPO,
-        env=env,
+        env={**os.environ, "OUT": str(out), "CUDA_VISIBLE_DEVICES": ""},
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+def sections_of(out: Path) -> tuple[dict, dict[str, dict]]:
     report = json.loads((out / "gpu_check.json").read_text())
-    assert report["mode"] == "cpu" and report["passed"], report
-    sections = {section["name"]: section for section in report["sections"]}
+    return report, {section["name"]: section for section in report["sections"]}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_gpu_check_cpu_version_runs_through_make(tmp_path: Path, digits_model_dir: Path):
+    """Every part runs or says why not. The comparisons use a confident model (the session's digits model,
+    which --model hands over) on real images: the validation digits and crops of two colour photographs."""
+    out = tmp_path / "out"
+    result = make_gpu_check(out, f"--model {digits_model_dir}")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    report, sections = sections_of(out)
+    assert report["mode"] == "cpu" and report["passed"] and report["injected_fault"] is None, report
     assert list(sections) == SECTIONS
     for name in ("machine", "training loop", "ddp", "inference", "onnx export", "training throughput"):
         assert sections[name]["status"] == "passed", sections[name]
     for section in sections.values():
         assert section["status"] != "skipped" or section["reason"], f"{section['name']}: skipped, no reason"
-    assert sections["training loop"]["results"]["epochs"] == [1, 2]
+    loop = sections["training loop"]["results"]
+    assert loop["epochs"] == [1, 2] and "folder" in loop["data_path"] and "JPEGs" in loop["data_path"]
     assert sections["ddp"]["results"]["max_weight_diff"] == 0.0
-    assert sections["onnx export"]["results"]["onnxruntime_cpu"]["passed"]
+    inference = sections["inference"]["results"]
+    assert inference["compared"]["model"] == str(digits_model_dir)
+    assert inference["compared"]["median top probability, digits"] > 0.9, "a confident model"
+    for key in ("float32, batch 1", "float32, batch 4"):
+        assert inference[key]["digits"]["passed"] and inference[key]["photos"]["passed"], inference[key]
+        assert inference[key]["digits"]["images"] == 64 and inference[key]["photos"]["images"] == 16
+    onnx = sections["onnx export"]["results"]["onnxruntime cpu, batch 3"]
+    assert onnx["digits"]["relative_error"] <= 1e-4 and onnx["photos"]["passed"], onnx
     assert sections["jpeg decode"]["results"]["cpu_pillow_images_per_s"] > 0
     # The GPU machine has none of these: the check must not need them, even where they are installed.
     assert not set(report["environment"]["imported"]) & set(NOT_ON_THE_GPU_MACHINE), report["environment"]
@@ -64,28 +84,86 @@ def test_gpu_check_cpu_version_runs_through_make(tmp_path: Path):
     assert "PASSED" in result.stdout
 
 
-def test_gpu_check_refuses_nothing_it_does_not_need():
-    """The check's module imports without the packages the GPU machine lacks."""
-    blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in NOT_ON_THE_GPU_MACHINE)
-    code = f"import sys; {blocked}; import export.gpu_check; print('ok')"
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_an_injected_fault_fails_the_inference_and_onnx_parts(tmp_path: Path, digits_model_dir: Path):
+    """The comparisons can fail: a swapped channel order (BGR pixels) in the compared side fails both parts,
+    and the failure names the images and the measure that disagreed. A channel swap is invisible on grey
+    digits, which is why the photographs are compared too. (The other faults' size against the bounds:
+    test_the_bounds_separate_precision_noise_from_bugs.)"""
+    fault = "swap-channels"
+    out = tmp_path / "out"
+    result = make_gpu_check(
+        out, f"--inject-fault {fault} --model {digits_model_dir} --parts inference,onnx-export"
+    )
+    assert result.returncode != 0, result.stdout[-4000:]
+    report, sections = sections_of(out)
+    assert report["injected_fault"] == fault and not report["passed"]
+    for name in ("inference", "onnx export"):
+        reason = sections[name]["reason"]
+        assert sections[name]["status"] == "failed" and "photos: logits differ by" in reason, reason
+        assert "of their spread" in reason and "top-1 differs on" in reason
+    inference = sections["inference"]["results"]["float32, batch 4"]
+    assert inference["photos"]["relative_error"] > 0.1 and inference["photos"]["top1_disagreements"] > 0
+    assert inference["digits"]["passed"], inference  # grey: the swap changes nothing
+    assert "FAILED" in result.stdout and "inference: Failure: disagrees with CPU float32" in result.stdout
+
+
+def test_a_fault_only_a_gpu_can_show_is_refused_on_the_cpu(tmp_path: Path):
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        [sys.executable, "-m", "export.gpu_check", "--inject-fault", "stale-graph-input",
+         "--out", str(tmp_path)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    assert result.returncode == 2 and "stale-graph-input needs a GPU" in result.stderr
 
 
-# --- TensorRT: precision flags and the container's build -------------------------------------------------
+@pytest.mark.slow
+def test_the_hard_stop_keeps_what_the_running_part_found(tmp_path: Path):
+    """A part still running at the hard stop is reported failed, with the results it had. (4 s: the training
+    loop's two sessions, each writing a 700 MB checkpoint, take longer on any CPU host.)"""
+    result = subprocess.run(
+        [sys.executable, "-m", "export.gpu_check", "--parts", "training-loop", "--hard-stop-s", "4",
+         "--out", str(tmp_path)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    report, sections = sections_of(tmp_path)
+    assert list(sections) == ["training loop"] and not report["passed"]
+    loop = sections["training loop"]
+    assert loop["status"] == "failed" and loop["reason"].startswith("hard stop"), loop
+    assert "JPEGs" in loop["results"]["data_path"], "what the part had found before the stop"
+    assert "FAILED: hard stop after 4 s" in result.stdout
 
 
-def test_fp32_engines_are_built_without_tf32_and_fp16_ones_with_fp16():
-    from export.parity import FP32_TOLERANCE
-    from export.tensorrt_build import TENSORRT_FP32_TOLERANCE, precision_flags
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_gpu_check_without_torch_says_what_to_do(tmp_path: Path):
+    """Where `python3` has no torch: the project's virtual environment if there is one, else one line that
+    says what to do."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "python3").write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')  # -S: no site-packages
+    (bare / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bare}:{os.environ['PATH']}", "OUT": str(tmp_path / "out")}
 
-    assert precision_flags(fp16=False, tensorrt_major=10) == ([], ["TF32"])
-    assert precision_flags(fp16=True, tensorrt_major=10) == (["FP16"], [])
-    assert precision_flags(fp16=True, tensorrt_major=11) == ([], [])  # strongly typed: no flags at all
-    assert TENSORRT_FP32_TOLERANCE == FP32_TOLERANCE  # without TF32, FP32 is held to FP32's bound
+    def make(*variables: str) -> subprocess.CompletedProcess:
+        command = ["make", "--no-print-directory", "gpu-check", "ARGS=--parts machine", *variables]
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    missing = make(f"VENV={tmp_path / 'no-venv'}")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: python3 has no torch"), (
+        missing.stderr
+    )
+    assert "make setup" in missing.stderr and "PYTHON=" in missing.stderr
+    assert [line for line in missing.stderr.splitlines() if not line.startswith("make: ***")] == [
+        missing.stderr.splitlines()[0]
+    ], "one line, beside make's own"
+    venv = Path(sys.executable).parent.parent  # the environment running these tests has torch
+    found = make(f"VENV={venv}")
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert f"PYTHONPATH=. {venv}/bin/python -m export.gpu_check --parts machine" in found.stdout
 
 
 # --- ONNX Runtime: the engine cache folder, the provider read back ------------------------------------
@@ -174,3 +252,20 @@ def test_readme_production_path_builds_the_plan_where_it_is_served():
     assert (
         "-e ALEXNET_TRT_PLAN=build" in docker_run and "-v alexnet-trt-cache:/var/cache/alexnet" in docker_run
     )
+
+
+@pytest.mark.slow
+def test_the_bounds_separate_precision_noise_from_bugs(digits_model_dir: Path):
+    """With a confident model on real images, bf16's noise stays within the loosest bound and every fault the
+    check can inject lands far outside it (docs/gpu.md has the full table, from `--calibrate`)."""
+    from export.gpu_check import calibrate
+
+    _compared, results = calibrate(digits_model_dir, digits=64, photos=16)
+    verdicts = {(case, agreement.images): agreement for case, agreement in results}
+    for images in ("digits", "photos"):
+        assert verdicts["bf16 autocast", images].passed, verdicts["bf16 autocast", images].line()
+        for fault in ("wrong-mean", "stale-graph-input"):
+            agreement = verdicts[fault, images]
+            assert agreement.relative_error > 5 * agreement.bound, agreement.line()
+    assert verdicts["swap-channels", "photos"].relative_error > 5 * verdicts["swap-channels", "photos"].bound
+    assert verdicts["swap-channels", "digits"].relative_error < 1e-6, "grey digits cannot show a channel swap"

@@ -32,7 +32,7 @@ from training.distributed import Runtime
 from training.engine import EpochTally, Interrupted
 from training.errors import TrainingError
 from training.model_dir import unwrap
-from training.optim import LRSchedule
+from training.optim import LRSchedule, match_parameter_layout
 from training.precision import Precision
 
 CHECKPOINT_FORMAT = "alexnet-e2e-training-checkpoint"
@@ -113,6 +113,7 @@ class CheckpointSaver:
         epochs left to train; returns how far it got."""
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        match_parameter_layout(self.optimizer)  # a CPU run's NCHW state, resumed channels_last on a GPU
         self.schedule.load_state_dict(checkpoint["schedule"])
         if self.precision.scaler is not None and checkpoint.get("scaler"):
             self.precision.scaler.load_state_dict(checkpoint["scaler"])

@@ -154,6 +154,7 @@ def prepare(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | 
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if config.compile:
         model = torch.compile(model)
+        precision.compiled = True
     return Run(
         config, runtime, source, model, optimizer, schedule, precision, train_loader, val_loader, state, saver
     )

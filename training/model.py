@@ -187,6 +187,12 @@ def build_model(
     raise TrainingError(f"unknown architecture {architecture!r}: use one of {', '.join(ARCHITECTURES)}")
 
 
+# batch_norm divides by sqrt(var + eps). torch 2.11 refuses eps=0 ("batch_norm eps must be positive");
+# this one vanishes in float32 against any variance in pixel units above 1e-4 (a std of 0.00004), so the
+# normalisation is still exactly (x - mean) / std.
+PIXEL_VARIANCE_EPS = 1e-12
+
+
 class NormalisedPixels(nn.Module):
     """uint8 [N, S, S, 3] RGB pixels -> the normalised float [N, 3, S, S] the network takes, with the model
     card's mean/std: the first step of every served graph (export/onnx_export.py) and of the figures."""
@@ -203,7 +209,7 @@ class NormalisedPixels(nn.Module):
         # (x - mean) / std as one BatchNormalization node rather than a Sub and a Div (or Mul and Add):
         # ONNX Runtime runs the INT8 graph channels-last, where a per-channel Mul/Add broadcasts over the
         # innermost 3 values and took a fifth of the INT8 model's time (docs/export.md, "INT8").
-        return F.batch_norm(x, self.mean, self.var, training=False, eps=0.0)
+        return F.batch_norm(x, self.mean, self.var, training=False, eps=PIXEL_VARIANCE_EPS)
 
 
 class Fc7Features(nn.Module):

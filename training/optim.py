@@ -29,6 +29,28 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     raise TrainingError(f"--optimizer {config.optimizer}: use one of {', '.join(OPTIMIZERS)}")
 
 
+def match_parameter_layout(optimizer: torch.optim.Optimizer) -> int:
+    """Give each state tensor of a parameter's shape (momentum, Adam's moments) that parameter's memory
+    format; returns how many it converted.
+
+    A run started on the CPU saves NCHW state; resumed on a GPU its parameters become channels_last, and
+    `load_state_dict` keeps the state's own strides. The fused kernels then refuse the mismatch on CUDA
+    and, on the CPU, silently pair the wrong elements (pytorch/pytorch#106951)."""
+    converted = 0
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.shape == param.shape
+                    and value.stride() != param.stride()
+                ):
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+                    converted += 1
+    return converted
+
+
 class LRSchedule:
     """Linear warm-up, then cosine, step or plateau decay. The rate is a function of the step count
     (plus, for plateau, a little state), so a resumed run gets exactly the rates it would have had."""

@@ -17,6 +17,9 @@ class Precision:
     scaler: torch.amp.GradScaler | None = None
     channels_last: bool = False
     device_type: str = "cpu"
+    # torch.compile runs the model: batches get a dynamic batch axis (and only that), so that one graph
+    # serves the shorter last batch too, instead of a recompile inside the epoch's timed steps.
+    compiled: bool = False
 
     @classmethod
     def choose(cls, device: torch.device, *, amp: bool, channels_last: bool) -> Precision:
@@ -49,4 +52,6 @@ def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, 
         torch.channels_last if precision.channels_last and images.dim() == 4 else torch.contiguous_format
     )
     images = images.to(device, non_blocking=True, memory_format=memory_format)
+    if precision.compiled and images.shape[0] > 1:  # a batch of 1 always gets a graph of its own
+        torch._dynamo.mark_dynamic(images, 0)
     return images, labels.to(device, non_blocking=True)

@@ -24,6 +24,7 @@ from triton_repository.layout import (
     OUTPUT_NAME,
     ModelNames,
 )
+from triton_repository.tensorrt_engine import TENSORRT_WORKSPACE_BYTES
 
 if TYPE_CHECKING:
     from common.model_card import ModelCard
@@ -40,7 +41,6 @@ DEFAULT_QUEUE_DELAY_MICROSECONDS = 0
 # Decoding JPEGs is CPU work; a GPU host has cores to spare for it, a CPU-only host needs them for
 # the network.
 PREPROCESS_INSTANCES = {"gpu": 4, "cpu": 1}
-TENSORRT_WORKSPACE_BYTES = 1 << 30
 QUANTIZATION_PARAMETER = "quantization"
 PRECISION_PARAMETER = "precision"  # a plan's: FP16 or FP32
 SERVED_VERSIONS = 2  # the new version and the one before it (rollouts and rollbacks: docs/serving.md)

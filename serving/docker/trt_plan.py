@@ -11,7 +11,9 @@ package (copied beside this script) and tritonclient's protobuf classes (serving
 
 A TensorRT plan only runs on the TensorRT version and the GPU family that built it, so this image never
 serves a plan built elsewhere: it builds one from the repository's ONNX model, in this container, on the
-GPU it serves with. The cache key names the container release, TensorRT's version, the GPU and its compute
+GPU it serves with, with the builder `alexnet export tensorrt` uses too (triton_repository/tensorrt_engine.py:
+trtexec where the image has it, else TensorRT's Python API, with the same profile, workspace and precision
+settings). The cache key names the container release, TensorRT's version, the GPU and its compute
 capability, the precision and a hash of the ONNX files and config, so a volume shared by replicas on
 different GPUs or by two image versions never hands out a plan that cannot run. Builds are serialized with
 a file lock (replicas sharing a volume build once) and published by an atomic rename (a crash mid-build
@@ -39,7 +41,8 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from common.hashing import sha256_of
-from triton_repository import configs, layout
+from triton_repository import configs, layout, tensorrt_engine
+from triton_repository.tensorrt_engine import EngineSpec
 
 PLAN_VERSION = "1"
 TRTEXEC_LOCATIONS = ("/usr/src/tensorrt/bin/trtexec",)  # where NVIDIA's containers keep it
@@ -196,29 +199,17 @@ def find_trtexec() -> str | None:
     return next((c for c in candidates if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
 
 
-def trtexec_command(trtexec: str, model: OnnxModel, plan: Path, fp16: bool) -> list[str]:
-    """One optimization profile over the batch axis: 1 to max_batch_size, tuned for the full batch that
-    dynamic batching forms under load."""
-
-    def shape(batch: int) -> str:
-        return f"{model.input_name}:" + "x".join(str(d) for d in model.shape(batch))
-
-    command = [
-        trtexec,
-        f"--onnx={model.onnx_file}",
-        f"--saveEngine={plan}",
-        f"--minShapes={shape(1)}",
-        f"--optShapes={shape(model.max_batch_size)}",
-        f"--maxShapes={shape(model.max_batch_size)}",
-        "--skipInference",  # build and save only; Triton warms the model up when it loads it
-    ]
-    # FP32 means FP32: trtexec, like TensorRT's builder, would otherwise allow TF32 (a 10-bit mantissa).
-    return [*command, "--fp16" if fp16 else "--noTF32"]
+def engine_spec(model: OnnxModel, fp16: bool) -> EngineSpec:
+    return EngineSpec(model.onnx_file, model.input_name, model.input_dims, model.max_batch_size, fp16)
 
 
-def trtexec_builder(trtexec: str) -> Builder:
+def trtexec_builder(trtexec: str, tensorrt_major: int = 10) -> Builder:
+    """trtexec with the settings of the Python API build (triton_repository/tensorrt_engine.py)."""
+
     def build(model: OnnxModel, plan: Path, fp16: bool) -> None:
-        command = trtexec_command(trtexec, model, plan, fp16)
+        command = tensorrt_engine.trtexec_command(
+            trtexec, engine_spec(model, fp16), plan, tensorrt_major=tensorrt_major
+        )
         log("running " + " ".join(command))
         result = subprocess.run(command, stdout=sys.stderr, stderr=sys.stderr, check=False)
         if result.returncode != 0:
@@ -232,36 +223,16 @@ def trtexec_builder(trtexec: str) -> Builder:
 
 def python_builder(model: OnnxModel, plan: Path, fp16: bool) -> None:
     """The same build through TensorRT's Python API, for images that have the bindings but no trtexec."""
-    import tensorrt as trt
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    explicit_batch = int(trt.__version__.split(".")[0]) < 10  # TensorRT 10 networks are always explicit-batch
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if explicit_batch else 0
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(model.onnx_file)):
-        problems = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise PlanError(f"TensorRT cannot parse {model.onnx_file}: {problems}")
-    config = builder.create_builder_config()
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif hasattr(trt.BuilderFlag, "TF32"):
-        config.clear_flag(trt.BuilderFlag.TF32)
-    profile = builder.create_optimization_profile()
-    full = model.shape(model.max_batch_size)
-    profile.set_shape(model.input_name, model.shape(1), full, full)
-    config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise PlanError(f"TensorRT could not build a plan from {model.onnx_file} (its log is above)")
-    plan.write_bytes(bytes(serialized))
+    try:
+        plan.write_bytes(tensorrt_engine.build_engine(engine_spec(model, fp16)))
+    except tensorrt_engine.EngineBuildError as error:
+        raise PlanError(f"{error}; set ALEXNET_TRT_PLAN=off to serve the ONNX model only") from None
 
 
-def choose_builder() -> tuple[str, Builder]:
+def choose_builder(tensorrt_major: int = 10) -> tuple[str, Builder]:
     trtexec = find_trtexec()
     if trtexec:
-        return trtexec, trtexec_builder(trtexec)
+        return trtexec, trtexec_builder(trtexec, tensorrt_major)
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -392,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{args.repository} holds {len(models)} models: {', '.join(models)}")
             return 0
         gpu, trt_version = detect_gpu(), tensorrt_version()
-        builder_name, builder = choose_builder()
+        builder_name, builder = choose_builder(tensorrt_engine.tensorrt_major(trt_version))
         target = build_plan_repository(
             args.repository,
             args.model,
