@@ -198,8 +198,11 @@ class Supervisor:
             self._forget_retries(name)  # a new export, or a removed version: start afresh
             try:
                 update = self.server.mirror_model(name)
-            # OSError: the folder changed while it was copied; RepositoryError: a config that does not parse
-            except (ServingError, RepositoryError, OSError) as error:
+            except RepositoryError as error:  # a config.pbtxt half written, or broken by hand
+                failed.append(name)
+                self.log(f"alexnet serve: {name}: {error}; version {before} keeps serving, unchanged")
+                continue
+            except (ServingError, OSError) as error:  # a file missing; the folder changed while copied
                 failed.append(name)
                 self.log(
                     f"alexnet serve: {name} version {after} not served ({error}); version {before} keeps "

@@ -843,13 +843,17 @@ def test_docs_give_the_commands_for_these_files():
     image = triton_container()["image"]
     assert f"docker build -t {image} ." in docs
     run = re.search(
-        r"docker run -d --restart unless-stopped --gpus all --shm-size=1g \\\n\s+(-p[^\n]*)\\\n\s+"
-        + re.escape(image),
+        r"docker run -d --restart unless-stopped --gpus all --shm-size=1g --read-only --tmpfs /tmp \\\n"
+        r"\s+(-p[^\n]*)\\\n\s+" + re.escape(image),
         docs,
     )
     assert run, "docs/production.md: the basic `docker run`, restarted when its health watcher stops it"
-    published = {tuple(map(int, mapping.split(":"))) for mapping in re.findall(r"-p (\d+:\d+)", run.group(1))}
+    mappings = re.findall(r"-p (\S+)", run.group(1))
+    assert all(mapping.startswith("127.0.0.1:") for mapping in mappings), "publish on loopback only"
+    published = {tuple(map(int, mapping.split(":")[1:])) for mapping in mappings}
     assert published == {(port, port) for port in TRITON_PORTS.values()}
+    for command in re.findall(r"docker run [^`]*?(?=\n\n|```)", docs):
+        assert " -p " not in command or "-p 127.0.0.1:" in command, command
     assert "kubectl -n alexnet apply -f serving/k8s/" in docs and "-e ALEXNET_TRT_PLAN=build" in docs
     assert f"-v alexnet-trt-cache:{dockerfile_env()['ALEXNET_CACHE_DIR']}" in docs
     helm_values = re.search(r"```yaml\n(rules:\n  custom:\n.*?)```", docs, flags=re.S)
