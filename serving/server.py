@@ -47,7 +47,9 @@ from serving.errors import ServingError
 from triton_repository.configs import (
     ONNX_BACKEND,
     PLAN_BACKEND,
+    RepositoryError,
     engine_backend,
+    io_signature,
     read_config,
     wants_fp16,
     write_config,
@@ -445,6 +447,19 @@ class ModelUpdate:
         return bool(self.added or self.removed or self.files)
 
 
+def _check_replaceable(
+    served: model_config_pb2.ModelConfig, new: model_config_pb2.ModelConfig, source: Path
+) -> None:
+    """A new config may change anything but the model's name, inputs and outputs: Triton has one config for
+    all versions, so those would break the versions already served."""
+    if new.name != served.name or io_signature(new) != io_signature(served):
+        raise RepositoryError(
+            f"{source / CONFIG_FILE} would change the served model's name, inputs or outputs "
+            f"({new.name!r}: {io_signature(new)}; served: {io_signature(served)}): fix it, or export under "
+            "another --name"
+        )
+
+
 def _same_file(staged: Path, served: Path) -> bool:
     """Whether a staged top-level file (a generated config, or a symlink to the source's labels) equals the
     served one."""
@@ -579,17 +594,19 @@ class TritonServer:
     def mirror_model(self, name: str) -> ModelUpdate:
         """Bring the served copy of model `name` in line with the source repository, one atomic rename at a
         time, so that Triton's poll never sees a half-written folder: new version folders are renamed in,
-        the config replaced if it changed, removed versions renamed out. Triton loads the new versions on
-        its next poll, keeps serving the old ones meanwhile, and keeps them if a new one fails to load.
-        Raises ServingError/RepositoryError/OSError (with the copy unchanged) if the source cannot be
-        prepared."""
+        the config replaced if it changed (the one it replaces is kept, for `undo`), removed versions
+        renamed out. Triton loads the changes on its next poll, keeps serving what it had meanwhile, and
+        keeps it if the change fails to load. Raises RepositoryError for a config that does not parse or
+        would change the served inputs and outputs, ServingError/OSError for a folder that cannot be
+        prepared; the copy is then unchanged."""
         if self._scratch is None or self._settings is None:
             raise ServingError("the server was not started: call start() first")
         source = self.repository.resolve()
-        staged, trash = self._scratch / "staged", self._scratch / "trash"
+        staged, trash, kept = (self._scratch / folder for folder in ("staged", "trash", "replaced"))
         for folder in (staged, trash):
             shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
+            folder.mkdir(parents=True)
+        (kept / name).mkdir(parents=True, exist_ok=True)
         prepare_model(
             source,
             source / name,
@@ -599,51 +616,69 @@ class TritonServer:
             records=self._scratch / PROVIDERS_DIR,
         )
         new, served = staged / name, self._scratch / "models" / name
+        _check_replaceable(read_config(served), read_config(new), source / name)
         before, after = set(versions(served)), set(versions(new))
         for version in sorted(after - before):
             os.rename(new / str(version), served / str(version))
         changed = []
         for staged_file in sorted(path for path in new.iterdir() if not path.is_dir()):
-            if not _same_file(staged_file, served / staged_file.name):
-                os.replace(staged_file, served / staged_file.name)
+            target = served / staged_file.name
+            if not _same_file(staged_file, target):
+                first = kept / name / staged_file.name  # what served before the pending change began
+                if (target.exists() or target.is_symlink()) and not (first.exists() or first.is_symlink()):
+                    os.rename(target, first)
+                os.replace(staged_file, target)
                 changed.append(staged_file.name)
         for version in sorted(before - after):
             os.rename(served / str(version), trash / str(version))
         shutil.rmtree(trash, ignore_errors=True)
         return ModelUpdate(name, sorted(after - before), sorted(before - after), changed)
 
-    def hold_back_version(self, name: str, version: str) -> None:
-        """Take a version that failed to load out of the served copy: Triton would retry it at every poll."""
-        held, served = self._held(name, version), self._scratch / "models" / name / version
-        if served.is_dir():
-            held.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(held, ignore_errors=True)
-            os.rename(served, held)
-
-    def retry_version(self, name: str, version: str) -> None:
-        """Put a held-back version into the served copy again: Triton tries to load it at its next poll."""
-        self.load_failures.pop((name, version), None)
-        held = self._held(name, version)
-        if held.is_dir():
-            os.rename(held, self._scratch / "models" / name / version)
-
-    def drop_held_versions(self, name: str) -> None:
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch / "held" / name, ignore_errors=True)
-
-    def _held(self, name: str, version: str) -> Path:
+    def undo(self, update: ModelUpdate) -> None:
+        """Take back what `mirror_model` added to the copy (its new versions, its new config), after Triton
+        refused it: Triton would otherwise try it again at every poll. What served before stays."""
         if self._scratch is None:
             raise ServingError("the server was not started: call start() first")
-        return self._scratch / "held" / name / version
+        served, kept, trash = (self._scratch / folder for folder in ("models", "replaced", "trash"))
+        shutil.rmtree(trash, ignore_errors=True)
+        trash.mkdir()
+        for version in update.added:
+            if (served / update.model / str(version)).is_dir():
+                os.rename(served / update.model / str(version), trash / str(version))
+        for file_name in update.files:
+            previous = kept / update.model / file_name
+            if previous.exists() or previous.is_symlink():
+                os.replace(previous, served / update.model / file_name)
+        shutil.rmtree(trash, ignore_errors=True)
+        self.forget_replaced(update.model)
+
+    def forget_replaced(self, name: str) -> None:
+        """The change of `name` is served (or undone): what it replaced is no longer needed."""
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch / "replaced" / name, ignore_errors=True)
+
+    def load_failure_since(self, name: str, moment: float) -> str | None:
+        """Triton's reason for the latest failed load of any version of `name` after `moment`, if any."""
+        failures = [(when, why) for (model, _), (when, why) in self.load_failures.items() if model == name]
+        latest = max(failures, default=None)
+        return latest[1] if latest and latest[0] >= moment else None
 
     def version_ready(self, name: str, version: str) -> bool:
         """Triton's readiness of one version of a model (404/400 until it is loaded)."""
         url = f"http://{self.http_url}/v2/models/{name}/versions/{version}/ready"
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=5) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
+
+    def newest_ready_version(self, name: str) -> str:
+        """The newest version of `name` in the served copy that Triton serves: what requests without a
+        version go to."""
+        if self._scratch is None:
+            return "none"
+        served = versions(self._scratch / "models" / name)
+        return next((str(v) for v in reversed(served) if self.version_ready(name, str(v))), "none")
 
     def workers(self, pid: int | None = None) -> dict[int, Worker]:
         """The server's child processes (a Python-backend stub per model instance): pid -> what it serves."""

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from serving import health
 from serving.errors import ServingError
-from serving.server import TritonServer, Worker, process_alive
+from serving.server import ModelUpdate, TritonServer, Worker, process_alive
 from triton_repository.configs import RepositoryError
 from triton_repository.layout import CONFIG_FILE, versions
 
@@ -55,20 +55,19 @@ class Recovery:
 
 @dataclass
 class Rollout:
-    """A change Triton is loading: since when, what served before it, and what changed (new version
-    folders; else only the config or labels, or only removed versions)."""
+    """A change of one model's served copy that Triton is loading: what changed, since when, which version
+    it brings, and which served before."""
 
-    model: str
+    update: ModelUpdate
     version: str
     previous: str
     started: float
-    added: bool = True
-    removed: tuple[int, ...] = ()
+    wait: float = 0.0  # the backoff before this attempt, when it is a retry
 
 
 @dataclass
 class Retry:
-    """A version that failed to load, held out of the served copy until `due`."""
+    """A change Triton refused, taken back out of the copy, to be tried again at `due`."""
 
     model: str
     version: str
@@ -100,8 +99,8 @@ class Supervisor:
         self.rollout_every = rollout_every
         self.retry_after, self.max_retry_after = retry_after, max_retry_after
         self.recoveries: list[Recovery] = []
-        self.rollouts: dict[tuple[str, str], Rollout] = {}  # loading now
-        self.retries: dict[tuple[str, str], Retry] = {}  # failed, held out until due
+        self.rollouts: dict[str, Rollout] = {}  # model -> the change Triton is loading now
+        self.retries: dict[str, Retry] = {}  # model -> a refused change, taken back until due
         self._settling: dict[str, float] = {}  # model -> until when its workers may come and go
         self._workers: dict[int, Worker] = server.workers()
         self._health = health.ProgressCheck(server.http_url, server.models)
@@ -187,97 +186,104 @@ class Supervisor:
         return state
 
     def roll_out(self) -> list[str]:
-        """Mirror every served model whose source changed into the server's copy (and every held-out
-        version whose retry is due); returns the models that could not be prepared, each with a log line
-        saying why and what keeps serving. Triton loads the mirrored versions at its next poll."""
+        """Mirror every served model whose source changed into the server's copy (and retry every refused
+        change that is due); returns the models that could not be prepared, each with a log line saying
+        why and what keeps serving. Triton loads what was mirrored at its next poll."""
         current = self.source_state()
         changed = [name for name in self.server.models if current[name] != self._sources.get(name)]
         failed = []
         for name in changed:
             before, after = _latest(self._sources.get(name)), _latest(current[name])
-            self._forget_retries(name)  # a new export, or a removed version: start afresh
-            try:
-                update = self.server.mirror_model(name)
-            except RepositoryError as error:  # a config.pbtxt half written, or broken by hand
+            self.retries.pop(name, None)  # a new export, or a removed version: start afresh
+            if not self._mirror(name, after, before):
                 failed.append(name)
-                self.log(f"alexnet serve: {name}: {error}; version {before} keeps serving, unchanged")
-                continue
-            except (ServingError, OSError) as error:  # a file missing; the folder changed while copied
-                failed.append(name)
-                self.log(
-                    f"alexnet serve: {name} version {after} not served ({error}); version {before} keeps "
-                    f"serving: remove {self.server.repository / name / str(after)} or export a fixed version"
-                )
-                continue
-            if update.changed:
-                self._settling[name] = time.monotonic() + SETTLE_SECONDS
-                self.rollouts[(name, after)] = Rollout(
-                    name, after, before, time.monotonic(), bool(update.added), tuple(update.removed)
-                )
         self._sources = current
-        for key, retry in list(self.retries.items()):
+        for name, retry in list(self.retries.items()):
             if retry.due <= time.monotonic():
-                retry.due = float("inf")  # until this attempt ends (follow_rollouts)
-                self.server.retry_version(retry.model, retry.version)
-                self.rollouts[key] = Rollout(retry.model, retry.version, retry.previous, time.monotonic())
-                self._settling[retry.model] = time.monotonic() + SETTLE_SECONDS
+                del self.retries[name]
+                self._mirror(name, retry.version, retry.previous, wait=retry.wait)
         return failed
 
+    def _mirror(self, name: str, version: str, previous: str, wait: float = 0.0) -> bool:
+        try:
+            update = self.server.mirror_model(name)
+        except RepositoryError as error:  # a config.pbtxt half written, or one that would break the model
+            self.log(f"alexnet serve: {name}: {error}; version {previous} keeps serving, unchanged")
+            return False
+        except (ServingError, OSError) as error:  # a file missing; the folder changed while it was copied
+            self.log(
+                f"alexnet serve: {name} version {version} not served ({error}); version {previous} keeps "
+                f"serving: remove {self.server.repository / name / version} or export a fixed version"
+            )
+            return False
+        if update.changed:
+            self._settling[name] = time.monotonic() + SETTLE_SECONDS
+            pending = self.rollouts.get(name)
+            if pending:  # an export renames versions in, then configs: one change, mirrored in two steps
+                update = ModelUpdate(
+                    name,
+                    sorted({*pending.update.added, *update.added}),
+                    sorted({*pending.update.removed, *update.removed}),
+                    sorted({*pending.update.files, *update.files}),
+                )
+                previous, started = pending.previous, pending.started
+            else:
+                started = time.monotonic()
+            self.rollouts[name] = Rollout(update, version, previous, started, wait)
+        return True
+
     def follow_rollouts(self) -> None:
-        """Say which loads finished: the version ready, or refused by Triton (then held out for a while)."""
-        for key, rollout in list(self.rollouts.items()):
-            failure = self.server.load_failures.get(key)
-            if self._finished(rollout):
-                del self.rollouts[key]
-                self.retries.pop(key, None)
+        """Say which loads finished: loaded, or refused by Triton (then taken back, tried again later)."""
+        for name, rollout in list(self.rollouts.items()):
+            failure = self.server.load_failure_since(name, rollout.started)
+            if failure:
+                del self.rollouts[name]
+                self._take_back(rollout, failure)
+            elif self._finished(rollout):
+                del self.rollouts[name]
+                self.server.forget_replaced(name)
                 was = f" (was {rollout.previous})" if rollout.previous != rollout.version else ""
                 self.log(
-                    f"alexnet serve: {rollout.model}: now serving version {rollout.version}{was}, "
+                    f"alexnet serve: {name}: now serving version {rollout.version}{was}, "
                     f"loaded in {time.monotonic() - rollout.started:.1f} s"
                 )
-            elif failure and failure[0] >= rollout.started:
-                del self.rollouts[key]
-                self._hold_back(rollout, failure[1])
             elif time.monotonic() - rollout.started > LOAD_PATIENCE_SECONDS:
-                del self.rollouts[key]
+                del self.rollouts[name]
                 self.log(
-                    f"alexnet serve: {rollout.model} version {rollout.version} is still not loaded after "
+                    f"alexnet serve: {name} version {rollout.version} is still not loaded after "
                     f"{LOAD_PATIENCE_SECONDS:.0f} s; version {rollout.previous} keeps serving meanwhile"
                 )
-            self._settling[rollout.model] = time.monotonic() + SETTLE_SECONDS
+            self._settling[name] = time.monotonic() + SETTLE_SECONDS
 
     def _finished(self, rollout: Rollout) -> bool:
-        """A new version is done when it is ready; a changed config or labels when Triton has finished
-        reloading the model; a removal when the removed versions are gone."""
-        if not self.server.version_ready(rollout.model, rollout.version):
+        """New versions are done when ready; a changed config or labels when Triton has reloaded the model;
+        a removal when the removed versions are gone."""
+        update = rollout.update
+        if not self.server.version_ready(update.model, rollout.version):
             return False
-        if rollout.added:
-            return True
-        if rollout.removed:
-            return not any(self.server.version_ready(rollout.model, str(v)) for v in rollout.removed)
-        return self.server.loaded_at.get(rollout.model, 0.0) >= rollout.started
+        if update.added:
+            return all(self.server.version_ready(update.model, str(v)) for v in update.added)
+        if update.files:
+            return self.server.loaded_at.get(update.model, 0.0) >= rollout.started
+        return not any(self.server.version_ready(update.model, str(v)) for v in update.removed)
 
-    def _hold_back(self, rollout: Rollout, reason: str) -> None:
-        key = (rollout.model, rollout.version)
-        previous = self.retries.get(key)
-        wait = min(self.max_retry_after, previous.wait * 2) if previous else self.retry_after
-        self.server.hold_back_version(rollout.model, rollout.version)
-        due = time.monotonic() + wait
-        self.retries[key] = Retry(rollout.model, rollout.version, rollout.previous, due, wait)
-        reason = reason.split("\\n\\nAt:")[0]  # the Python backend appends the stub's traceback
-        self.log(
-            f"alexnet serve: {rollout.model} version {rollout.version} not served (Triton could not load "
-            f"{rollout.model}: {reason}); version {rollout.previous} keeps serving; trying again in "
-            f"{wait:.0f} s: "
-            f"remove {self.server.repository / rollout.model / rollout.version} or export a fixed version"
+    def _take_back(self, rollout: Rollout, reason: str) -> None:
+        """Undo a refused change in the copy (Triton would retry it at every poll) and try it again after a
+        backoff that doubles: a transient failure heals by itself, a lasting one costs a load now and then."""
+        update = rollout.update
+        self.server.undo(update)
+        serving = self.server.newest_ready_version(update.model)
+        wait = min(self.max_retry_after, rollout.wait * 2) if rollout.wait else self.retry_after
+        self.retries[update.model] = Retry(
+            update.model, rollout.version, rollout.previous, time.monotonic() + wait, wait
         )
-
-    def _forget_retries(self, model: str) -> None:
-        for key in [key for key in self.retries if key[0] == model]:
-            del self.retries[key]
-        for key in [key for key in self.rollouts if key[0] == model]:
-            del self.rollouts[key]
-        self.server.drop_held_versions(model)
+        reason = reason.split("\\n\\nAt:")[0]  # the Python backend appends the stub's traceback
+        what = f"version {rollout.version}" if update.added else f"the new {' and '.join(update.files)}"
+        self.log(
+            f"alexnet serve: {update.model} {what} not served (Triton could not load {update.model}: "
+            f"{reason}); version {serving} keeps serving; trying again in {wait:.0f} s: "
+            f"remove {self.server.repository / update.model / rollout.version} or export a fixed version"
+        )
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Check and heal until `stop` is set or the caller is interrupted (KeyboardInterrupt, a signal)."""

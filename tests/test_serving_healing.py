@@ -523,15 +523,21 @@ def test_rollouts_never_end_the_server_and_deaths_are_seen_by_version(
         watcher.start()
         classifier = TritonClassifier(server.grpc_url, retry=RetryPolicy(deadline=60))
         try:
-            # 4. a half-written config in the served repository: reported, and serving goes on
-            good_config = (repository / "alexnet" / "config.pbtxt").read_text()
-            (repository / "alexnet" / "config.pbtxt").unlink()
-            (repository / "alexnet" / "config.pbtxt").write_text('name: "alexnet"\nmax_batch_size: 6')
-            broken = wait_for_log(lines, "is not a valid Triton model config")
-            assert "version 1 keeps serving" in broken, broken
-            (repository / "alexnet" / "config.pbtxt").write_text(good_config)
-            assert watcher.is_alive(), "a bad config must not end the supervisor"
-            assert classifier.classify_pixels(pixels, top_k=1)[0][0].index == expected
+            # 4. a half-written config, then one that would change the model's inputs: each reported, and
+            # serving goes on as it was
+            config_file = repository / "alexnet" / "config.pbtxt"
+            good_config = config_file.read_text()
+            config_file.unlink()  # a symlink into the session's repository
+            for broken, message in (
+                (good_config[: good_config.index("\ninput")] + "\ninput { name: \"pix", "not a valid Triton"),
+                ('name: "alexnet"\nbackend: "onnxruntime"\nmax_batch_size: 8\n', "would change the served"),
+            ):
+                config_file.write_text(broken)
+                reported = wait_for_log(lines, message)
+                assert "version 1 keeps serving, unchanged" in reported, reported
+                assert watcher.is_alive(), "a bad config must not end the supervisor"
+                assert classifier.classify_pixels(pixels, top_k=1)[0][0].index == expected
+            config_file.write_text(good_config)
 
             # 5. version 2's worker dies: seen by its version, not hidden by version 1's alexnet_0_0
             copy_version(repository, "alexnet", "1", "2", tmp_path)

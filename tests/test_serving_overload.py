@@ -1,6 +1,6 @@
 """Overload is not death, and nobody else on the machine can make the server run code.
 
-The shedding tests serve a copy of the digits repository whose queues hold one request, and send more
+The shedding tests serve a copy of the digits repository whose queues hold two requests, and send more
 work than that at once: the excess is refused at once with UNAVAILABLE (HTTP 503), the rest answered
 correctly, the supervisor restarts nothing, and the project's client gets every answer by backing off.
 No test here depends on how fast the host is: a 6000x6000 PNG takes the preprocessing model a visible
@@ -34,9 +34,9 @@ from triton_repository.server_flags import CLOSED_APIS, CLOSED_HEADER, CLOSED_VA
 
 pytestmark = pytest.mark.slow
 
-QUEUE_LIMIT = 1
+QUEUE_LIMIT = 2  # one place for a user even while a health probe holds the other
 REFUSED = "Exceeds maximum queue size"
-BURST = 8
+BURST = 10
 
 
 def big_flat_png() -> bytes:
@@ -48,7 +48,7 @@ def big_flat_png() -> bytes:
 
 @pytest.fixture(scope="module")
 def small_queue_server(digits_repository, tmp_path_factory) -> Iterator[TritonServer]:
-    """The digits repository with every queue limited to one waiting request, served with supervision."""
+    """The digits repository with every queue limited to QUEUE_LIMIT waiting requests."""
     repository = tmp_path_factory.mktemp("small_queue") / "model_repository"
     shutil.copytree(digits_repository, repository, copy_function=os.symlink)
     for name in ("alexnet", "alexnet_preprocess"):
