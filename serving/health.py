@@ -83,15 +83,23 @@ def _get_json(url: str, timeout: float) -> dict:
         return json.loads(response.read())
 
 
-def successes(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, int]:
-    """Per loaded model, its successful requests so far (all versions): Triton's statistics endpoint, which
-    answers at once however long the models' queues are."""
+def request_counts(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, tuple[int, int]]:
+    """Per loaded model, its requests answered and failed so far (all versions): Triton's statistics
+    endpoint, which answers at once however long the models' queues are."""
     stats = _get_json(f"http://{http_url}/v2/models/stats", timeout)
-    counts: dict[str, int] = {}
+    counts: dict[str, tuple[int, int]] = {}
     for entry in stats.get("model_stats", []):
-        success = entry.get("inference_stats", {}).get("success", {}).get("count", 0)
-        counts[entry["name"]] = counts.get(entry["name"], 0) + int(success)
+        phases = entry.get("inference_stats", {})
+        answered, failed = counts.get(entry["name"], (0, 0))
+        answered += int(phases.get("success", {}).get("count", 0))
+        failed += int(phases.get("fail", {}).get("count", 0))
+        counts[entry["name"]] = (answered, failed)
     return counts
+
+
+def successes(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, int]:
+    """Per loaded model, its requests answered so far."""
+    return {name: answered for name, (answered, _) in request_counts(http_url, timeout).items()}
 
 
 def loaded_models(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
@@ -147,12 +155,14 @@ def server_ready(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
 
 
 class ProgressCheck:
-    """The check, with a memory: a model that answered anyone since the previous call is healthy without a
-    probe, so a busy server gets no extra request at all. The first call probes every model."""
+    """The check, with a memory: a model that answered anyone since the previous call, and failed no one,
+    is healthy without a probe, so a busy server gets no extra request at all. The first call probes every
+    model; a model with new failures is probed once per instance (one dead instance of two fails every
+    other request while the model still makes progress)."""
 
     def __init__(self, http_url: str, models: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT):
         self.http_url, self.models, self.timeout = http_url, models, timeout
-        self.last: dict[str, int] = {}
+        self.last: dict[str, tuple[int, int]] = {}
 
     def __call__(self) -> list[str]:
         """What is wrong with the server: one line per model that does not answer; [] if healthy."""
@@ -160,24 +170,42 @@ class ProgressCheck:
         if not_ready:
             return [not_ready]
         try:
-            now = successes(self.http_url, self.timeout)
+            now = request_counts(self.http_url, self.timeout)
         except (urllib.error.URLError, OSError, ValueError) as error:
             return [f"cannot read the statistics: {getattr(error, 'reason', None) or error}"]
         names = self.models or sorted(now)
         if not names:
             return ["the server has no model loaded"]
-        quiet = [name for name in names if name not in self.last or now.get(name, 0) <= self.last[name]]
+        doubtful = [name for name in names if self._doubtful(now.get(name, (0, 0)), self.last.get(name))]
         self.last = now
-        return [problem for problem in (self._probe(name, now.get(name, 0)) for name in quiet) if problem]
+        problems = (self._probe(name, now.get(name, (0, 0))[0]) for name in doubtful)
+        return [problem for problem in problems if problem]
+
+    @staticmethod
+    def _doubtful(now: tuple[int, int], last: tuple[int, int] | None) -> bool:
+        """Whether a model needs a probe: first look, no request answered since, or a request failed."""
+        return last is None or now[0] <= last[0] or now[1] > last[1]
 
     def _probe(self, model: str, answered: int) -> str | None:
-        started = time.monotonic()
-        outcome = probe_model(self.http_url, model, self.timeout)
-        if outcome != BUSY:
-            return outcome
-        if self._is_ensemble(model):
-            return None  # busy in one of its steps, which are loaded models and checked on their own
-        # Refused as busy, or no answer in time: healthy if it answered anyone else meanwhile.
+        """Probe `model` once per instance; the first failure, or None."""
+        try:
+            config = _get_json(f"http://{self.http_url}/v2/models/{model}/config", self.timeout)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            return f"{model}: cannot read its config: {getattr(error, 'reason', None) or error}"
+        ensemble = config.get("platform") == "ensemble"
+        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+        for _ in range(1 if ensemble else instances):
+            started = time.monotonic()
+            outcome = probe_model(self.http_url, model, self.timeout)
+            if outcome == BUSY:
+                # Busy in one of an ensemble's steps, which are loaded models checked on their own; or
+                # refused as busy, or slow: healthy if it answered anyone else meanwhile.
+                return None if ensemble else self._answers_anyone(model, answered, started)
+            if outcome is not None:
+                return outcome
+        return None
+
+    def _answers_anyone(self, model: str, answered: int, started: float) -> str | None:
         while True:
             try:
                 if successes(self.http_url, self.timeout).get(model, 0) > answered:
@@ -189,18 +217,10 @@ class ProgressCheck:
             time.sleep(0.25)
 
 
-    def _is_ensemble(self, model: str) -> bool:
-        try:
-            return _get_json(f"http://{self.http_url}/v2/models/{model}/config", self.timeout).get(
-                "platform"
-            ) == "ensemble"
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
-
-
 def check(http_url: str, models: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
     """What is wrong with the server at `http_url`: one line per model that does not answer; [] if healthy.
-    Every model gets a probe; one refused as busy, or slow, passes if it answers others meanwhile."""
+    Every model gets a probe per instance; one refused as busy, or slow, passes if it answers others
+    meanwhile."""
     return ProgressCheck(http_url, models, timeout)()
 
 

@@ -193,7 +193,9 @@ def _substitute(
         for group in config.instance_group:
             group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
             group.ClearField("gpus")
-    threads = max(1, settings.cores // instances)
+    # Every instance may use every core: they run together only under load, when batches are full and
+    # sharing the cores costs little; at low load one instance runs at a time, on all of them.
+    threads = max(1, settings.cores)
     for version_dir in version_dirs(model_dir):
         onnx_file = onnx_source or version_dir / onnx_name
         if not onnx_file.is_file():

@@ -74,7 +74,7 @@ def test_onnx_models_become_python_models_with_the_same_config(digits_repository
     for name in ("alexnet_preprocess", "alexnet_image"):
         assert read_config(scratch / name) == read_config(digits_repository / name)
     assert (
-        "alexnet: serving its ONNX model on ONNX Runtime (CPU execution provider, 1 instance(s) x "
+        "alexnet: serving its ONNX model on ONNX Runtime (CPU execution provider, 2 instance(s) x "
         "2 thread(s)) in the Python backend, in place of the onnxruntime backend (the local server has no "
         "onnxruntime backend)"
     ) in notes
