@@ -41,8 +41,8 @@ DEFAULT_QUEUE_DELAY_MICROSECONDS = 0
 # already waiting is refused at once with UNAVAILABLE (HTTP 503, "Exceeds maximum queue size"), which
 # clients retry after a backoff; one that has waited QUEUE_TIMEOUT_MICROSECONDS is refused the same way
 # ("Request timeout expired"), and a client may ask for less with the request's own timeout. Two batches
-# keep the instance fed (one forming while one runs) and bound the wait of an accepted request by about
-# two batch times. Measured with `alexnet bench` at concurrency 700 (docs/serving.md, "Overload").
+# keep the instances fed and bound the wait of an accepted request by about two batch times. Measured with
+# `alexnet bench` at concurrency 700 (docs/serving.md, "Overload").
 QUEUED_BATCHES = 2
 QUEUE_TIMEOUT_MICROSECONDS = 2_000_000
 # One request may carry up to max_batch_size images, each within the per-image limits (16 MiB, 36 MP); a
@@ -52,11 +52,10 @@ QUEUE_TIMEOUT_MICROSECONDS = 2_000_000
 MAX_REQUEST_PIXELS = 4 * MAX_IMAGE_PIXELS
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # Two instances of the network on each device: one can take the next batch while the other finishes.
-# With a bounded queue (above) this matters twice on Triton 2.51: a queue policy turns off the batcher's
+# With a bounded queue (above) this matters on Triton 2.51: a queue policy turns off the batcher's
 # prefetching, and a request that arrives while the only instance is still finishing its previous batch
-# waits for the batcher's 500 ms timer (measured at concurrency 1: p95 518 ms with one instance, 27 ms with
-# two). Measured with `alexnet bench` (2-core CPU, 224 px, each instance given every core): two instances
-# also served more at concurrency 64 and 700 (134 and 132 images/s against 111 and 90).
+# then waits for the batcher's 500 ms timer. Measured (docs/serving.md, "Overload"): with two instances,
+# each given every core, no such wait at concurrency 1, and more images/s at 64 and 700.
 NETWORK_INSTANCES = 2
 # Decoding JPEGs is CPU work; a GPU host has cores to spare for it. Two on a CPU host: see above.
 PREPROCESS_INSTANCES = {"gpu": 4, "cpu": 2}
