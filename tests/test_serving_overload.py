@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 from serving import health
-from serving.client import NO_RETRY, InferenceRejected, RetryPolicy, TritonClassifier
+from serving.client import NO_RETRY, OVERLOAD_MESSAGES, InferenceRejected, RetryPolicy, TritonClassifier
 from serving.server import TritonServer, free_port
 from serving.supervisor import Supervisor
 from triton_repository.configs import read_config, write_config
@@ -35,7 +35,6 @@ from triton_repository.server_flags import CLOSED_APIS, CLOSED_HEADER, CLOSED_VA
 pytestmark = pytest.mark.slow
 
 QUEUE_LIMIT = 2  # one place for a user even while a health probe holds the other
-REFUSED = "Exceeds maximum queue size"
 BURST = 10
 
 
@@ -81,6 +80,11 @@ def supervised(small_queue_server) -> Iterator[Supervisor]:
     assert not supervisor.recoveries, f"an overloaded server must not be restarted: {lines}"
 
 
+def shed(detail: str) -> bool:
+    """Triton's refusal of what it cannot queue: a full queue, or (on a slow host) too long in it."""
+    return any(message in detail for message in OVERLOAD_MESSAGES)
+
+
 def burst(send, count: int = BURST) -> list[tuple[str, str]]:
     """Call `send()` from `count` threads at once: (outcome, detail) per call."""
     outcomes: list[tuple[str, str]] = []
@@ -119,7 +123,7 @@ def test_excess_requests_are_refused_at_once_and_the_rest_answered(small_queue_s
     refused = [detail for outcome, detail in outcomes if outcome != "answered"]
     answers = [detail for outcome, detail in outcomes if outcome == "answered"]
     assert refused and answers, outcomes
-    assert all("StatusCode.UNAVAILABLE" in detail and REFUSED in detail for detail in refused), refused
+    assert all("StatusCode.UNAVAILABLE" in detail and shed(detail) for detail in refused), refused
     assert set(answers) == {str(expected.index)}
 
 
@@ -146,7 +150,7 @@ def test_http_refusals_are_503(small_queue_server, supervised):
     outcomes = burst(send_http)
     refused = [detail for outcome, detail in outcomes if outcome != "answered"]
     assert refused and len(refused) < len(outcomes), outcomes
-    assert all(detail.startswith("HTTP 503") and REFUSED in detail for detail in refused), refused
+    assert all(detail.startswith("HTTP 503") and shed(detail) for detail in refused), refused
 
 
 def test_the_project_client_backs_off_and_gets_every_answer(small_queue_server, supervised):
