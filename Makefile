@@ -15,11 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The browser tests drive Debian's Chromium; Playwright never downloads one.
+# The browser tests drive Debian's Chromium; Playwright never downloads one. tini is the production image's
+# init (PID 1): tests/test_production.py runs it in a PID namespace.
 setup-test: setup
-	@if [ ! -x /usr/bin/chromium ]; then \
-		echo "installing Debian's chromium for the browser tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/tini ]; then \
+		echo "installing Debian's chromium (the browser tests) and tini (the image's init)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium tini >/dev/null; \
 	fi
 
 run: setup

@@ -2,9 +2,12 @@
 
 What goes where, and every config, is the triton_repository package's; this module only stages and
 commits. `RepositoryUpdate` stages every file in a scratch folder next to REPO (same file system), and
-only `commit()` moves them in, by renames: version folders first, then the configs (so a polling Triton
-never sees a config whose files are not there yet). Until then REPO is untouched, so a failed check
-leaves it byte-for-byte as it was.
+only `commit()` moves them in, by renames: a model new to REPO as one whole folder, config included (a
+model folder without its config stops a Triton that serves REPO), an existing model's version folders
+first and then its config (so a polling Triton never sees a config whose files are not there yet). Every
+staged file is on disk (fsync) before the first rename, and every folder a rename changed after the last,
+so a crash or a power cut leaves REPO as it was or with whole models. Until then REPO is untouched, so a
+failed check leaves it byte-for-byte as it was.
 """
 
 from __future__ import annotations
@@ -141,13 +144,25 @@ class RepositoryUpdate:
         self._config_order.append(config.name)
 
     def commit(self) -> list[Path]:
-        """Move the staged files into REPO: version folders first, then configs and labels."""
+        """Move the staged files into REPO, durably: new models whole, else version folders first, then
+        configs and labels."""
         self.repository.mkdir(parents=True, exist_ok=True)
+        _sync_tree(self.staging)  # the data is on disk before any rename can make it visible
         written: list[Path] = []
+        changed_folders = {self.repository}
+        moved_whole = set()
+        for model in dict.fromkeys([*self._models, *self._config_order]):
+            target_model = self.repository / model
+            if not target_model.exists():
+                os.rename(self.staging / model, target_model)
+                moved_whole.add(model)
+                written += sorted(target_model.iterdir())
         for model in self._models:
+            if model in moved_whole:
+                continue
             staged_model = self.staging / model
             target_model = self.repository / model
-            target_model.mkdir(exist_ok=True)
+            changed_folders.add(target_model)
             for staged_version in sorted(p for p in staged_model.iterdir() if p.is_dir()):
                 target = target_model / staged_version.name
                 if target.exists():
@@ -157,8 +172,33 @@ class RepositoryUpdate:
                 os.rename(staged_version, target)
                 written.append(target)
         for name in self._config_order:
+            if name in moved_whole:
+                continue
+            changed_folders.add(self.repository / name)
             for staged_file in sorted(p for p in (self.staging / name).iterdir() if p.is_file()):
                 target = self.repository / name / staged_file.name
                 os.replace(staged_file, target)
                 written.append(target)
+        for folder in sorted(changed_folders):
+            _sync(folder)  # the renames themselves are on disk
+        _sync(self.repository.parent)
         return written
+
+
+def _sync(path: Path) -> None:
+    """fsync a file or a folder (a folder's fsync makes the renames into it durable)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _sync_tree(root: Path) -> None:
+    """fsync every regular file and folder under `root`, files before the folders that hold them."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            path = Path(folder) / name
+            if path.is_file() and not path.is_symlink():
+                _sync(path)
+        _sync(Path(folder))

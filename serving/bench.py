@@ -2,8 +2,11 @@
 
 Closed loop: `concurrency` clients each keep exactly one batch-1 pixel request in flight (asyncio on
 tritonclient's gRPC or HTTP aio client), so the server's dynamic batcher sees `concurrency` requests at once.
-For each concurrency: images/s and p50/p95/p99 latency over the measured window, after a warm-up, and
-Triton's own statistics for the same window (mean batch, queue, compute and in-Triton time per request).
+For each concurrency: images/s answered (goodput) and p50/p95/p99 latency over the measured window, after a
+warm-up, and Triton's own statistics for the same window (mean batch, queue, compute and in-Triton time per
+request). Past capacity the server refuses what it cannot queue (UNAVAILABLE); a client so refused backs
+off as TritonClassifier does (full-jitter exponential, from 0.1 s up to 2 s) and sends again, and the
+refusals are counted with their own latency: how fast a client learns that it must wait.
 
     report = run_benchmark("127.0.0.1:8001", concurrencies=[1, 16, 64], duration=10,
                            compare_repository=Path("model_repository"))
@@ -18,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from serving.client import PIXELS, PROBABILITIES, TritonClassifier
+from serving.client import OVERLOAD_MESSAGES, PIXELS, PROBABILITIES, RetryPolicy, TritonClassifier
 from serving.errors import ServingError
 from triton_repository.layout import ONNX_FILE, newest_file
 
@@ -84,12 +88,14 @@ class ServerSide:
 @dataclass(frozen=True)
 class ServedResult:
     concurrency: int
-    requests: int
-    errors: int
+    requests: int  # answered inside the window
+    errors: int  # failed for another reason than a refusal (unreachable, timed out, rejected)
     seconds: float
-    images_per_second: float
+    images_per_second: float  # answered images per second: the goodput
     latency: Latency
     server: ServerSide | None = None  # None where the statistics endpoint did not answer
+    refused: int = 0  # refused as overloaded (UNAVAILABLE: a full queue, or too long in it)
+    refused_latency: Latency | None = None  # how long a refusal took to arrive
 
 
 @dataclass(frozen=True)
@@ -153,9 +159,11 @@ async def _closed_loop(
         else module.InferenceServerClient(url, conn_limit=concurrency + 1)  # one for the statistics
     )
     latencies: list[float] = []
+    refusals: list[float] = []
     errors = 0
     started = time.perf_counter()
     window_start, window_end = started + warmup, started + warmup + duration
+    policy = RetryPolicy()
 
     def request_parts():
         infer_input = module.InferInput(PIXELS, list(pixels.shape), "UINT8")
@@ -165,21 +173,29 @@ async def _closed_loop(
     async def one_client() -> None:
         nonlocal errors
         inputs, outputs = request_parts()
+        refused_in_a_row = 0
         while True:
             sent = time.perf_counter()
             if sent >= window_end:
                 return  # the requests still in flight at the end finish after the window and do not count
             try:
                 await client.infer(model, inputs, outputs=outputs)
-                failed = False
-            except Exception:  # counted, not raised: one failed request must not end the measurement
-                failed = True
+                outcome = "answered"
+            except Exception as error:  # counted, not raised: one failed request must not end the measurement
+                outcome = "refused" if _is_refusal(error) else "failed"
             done = time.perf_counter()
             if window_start <= done <= window_end:  # throughput counts completions in the window
-                if failed:
-                    errors += 1
-                else:
+                if outcome == "answered":
                     latencies.append(done - sent)
+                elif outcome == "refused":
+                    refusals.append(done - sent)
+                else:
+                    errors += 1
+            if outcome == "answered":
+                refused_in_a_row = 0
+            else:  # back off as TritonClassifier does, rather than hammer an overloaded server
+                refused_in_a_row += 1
+                await asyncio.sleep(_backoff(policy, refused_in_a_row))
 
     async def statistics_at(moment: float) -> dict[str, int] | None:
         await asyncio.sleep(max(0.0, moment - time.perf_counter()))
@@ -200,7 +216,21 @@ async def _closed_loop(
         images_per_second=len(latencies) * pixels.shape[0] / duration,
         latency=Latency.of(latencies),
         server=ServerSide.between(before, after) if before and after else None,
+        refused=len(refusals),
+        refused_latency=Latency.of(refusals) if refusals else None,
     )
+
+
+def _is_refusal(error: Exception) -> bool:
+    """Triton shedding load: UNAVAILABLE (gRPC) or 503 (HTTP), the queue full or the wait too long."""
+    message = str(error)
+    return any(text in message for text in OVERLOAD_MESSAGES)
+
+
+def _backoff(policy: RetryPolicy, attempt: int) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, initial * 2^(attempt-1))]."""
+    ceiling = min(policy.max_backoff, policy.initial_backoff * 2 ** (attempt - 1))
+    return random.uniform(0.0, ceiling)
 
 
 STATISTICS_PHASES = ("success", "queue", "compute_input", "compute_infer", "compute_output")
@@ -359,6 +389,9 @@ def run_benchmark(
                     image_size=info.image_size,
                 )
                 errors = f"  errors {result.errors}" if result.errors else ""
+                if result.refused_latency is not None:
+                    refusal_p99 = result.refused_latency.p99_ms
+                    errors += f"  refused {result.refused} (p99 {refusal_p99:.1f} ms to the refusal)"
                 progress(f"{prefix}served     c={concurrency:<4} {_describe(result)}{errors}")
                 served_runs[concurrency].append(result)
             for batch_size in partners.get(concurrency, []):
@@ -423,6 +456,7 @@ def _median_server_side(sides: list[ServerSide | None]) -> ServerSide | None:
 def _median_served(runs: list[ServedResult]) -> ServedResult:
     if len(runs) == 1:
         return runs[0]
+    refused = [run.refused_latency for run in runs if run.refused_latency is not None]
     return ServedResult(
         concurrency=runs[0].concurrency,
         requests=sum(run.requests for run in runs),
@@ -431,6 +465,8 @@ def _median_served(runs: list[ServedResult]) -> ServedResult:
         images_per_second=float(np.median([run.images_per_second for run in runs])),
         latency=_median_latency([run.latency for run in runs]),
         server=_median_server_side([run.server for run in runs]),
+        refused=sum(run.refused for run in runs),
+        refused_latency=_median_latency(refused) if refused else None,
     )
 
 
@@ -455,10 +491,17 @@ def _describe(result: ServedResult | InProcessResult) -> str:
 
 
 def compare(report: BenchReport) -> dict:
-    """Served c=max vs in-process b=max throughput; served c=1 p99 vs in-process b=1 median."""
+    """Served c=max vs in-process b=max throughput; served c=1 p99 vs in-process b=1 median; and, past
+    capacity, the goodput at the highest concurrency vs the next one down (c=700 vs c=64, say)."""
     served = {result.concurrency: result for result in report.served}
     inprocess = {result.batch_size: result for result in report.inprocess}
     ratios: dict = {}
+    levels = sorted(served)
+    if len(levels) >= 2 and levels[-2] > 1:
+        top, below = served[levels[-1]], served[levels[-2]]
+        ratios[f"served_c{top.concurrency}_vs_c{below.concurrency}_goodput"] = round(
+            top.images_per_second / below.images_per_second, 3
+        )
     if served and inprocess:
         top_c, top_b = max(served), max(inprocess)
         ratios[f"served_c{top_c}_vs_inprocess_b{top_b}_throughput"] = round(
@@ -481,6 +524,10 @@ def format_report(report: BenchReport) -> str:
     lines.append(f"{'':12}{'images/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
     for result in report.served:
         lines.append(_row(f"served c={result.concurrency}", result.images_per_second, result.latency))
+        if result.refused_latency is not None:
+            lines.append(_row("  refused", result.refused / result.seconds, result.refused_latency))
+        if result.errors:
+            lines.append(f"  {result.errors} requests failed (unreachable, timed out or rejected)")
     for result in report.inprocess:
         lines.append(_row(f"in-proc b={result.batch_size}", result.images_per_second, result.latency))
     lines.extend(_server_side_lines(report.served))

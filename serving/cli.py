@@ -47,7 +47,9 @@ def serve(
     ONNX Runtime in Triton's Python backend, with the exported config otherwise unchanged; it prints
     what it serves in place of what, one line per model it changes (docs/architecture.md). Ready only
     once every model is loaded and warmed up; Ctrl-C or SIGTERM shut it down cleanly. A worker process
-    that dies, or a model that stops answering, restarts the server (logged with how long it took).
+    that dies, or a model that answers no one, restarts the server (logged with how long it took); an
+    overloaded one refuses what it cannot queue (UNAVAILABLE) and keeps serving. New versions exported
+    into the repository are loaded without a restart.
 
     Example: alexnet serve --repository model_repository --http-port 8000 --grpc-port 8001
     """
@@ -73,21 +75,29 @@ def serve(
             server.wait_until_ready(timeout=ready_timeout)
             if log_file is not None:  # otherwise they were printed with the log
                 for note in server.notes:
-                    typer.echo(f"note: {note}", err=True)
-            typer.echo(
+                    _say(f"note: {note}")
+            _say(
                 f"Triton is ready: {', '.join(server.models)}\n"
                 f"  HTTP    http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)\n"
                 f"  gRPC    {server.grpc_url}   (alexnet classify IMAGE --url {server.grpc_url})\n"
                 f"  metrics {server.metrics_url}\n"
-                "Ctrl-C stops it.",
-                err=True,
+                "Ctrl-C stops it."
             )
-            Supervisor(server, log=lambda line: typer.echo(line, err=True), ready_timeout=ready_timeout).run()
+            Supervisor(server, log=_say, ready_timeout=ready_timeout).run()
         except KeyboardInterrupt:
-            typer.echo("stopping Triton…", err=True)
+            _say("stopping Triton…")
         finally:
             server.stop()
-    typer.echo("Triton stopped.", err=True)
+    _say("Triton stopped.")
+
+
+def _say(line: str) -> None:
+    """A line for whoever reads `alexnet serve`'s stderr. If nobody does any more (`alexnet serve | head`
+    ended), the server keeps serving: a log line is not worth a dead server."""
+    try:
+        typer.echo(line, err=True)
+    except (OSError, ValueError):
+        pass
 
 
 def refuse_unusable_ports(host: str, ports: dict[str, int]) -> None:

@@ -8,9 +8,10 @@
 Labels come from the server (Triton's classification extension answers "score:index:label"), and the input
 size from the served config's parameters, so the client never restates what the model card says.
 
-Every call has a timeout; a call that fails retryably (UNAVAILABLE, or a refused connection while the server
-restarts) is tried again with capped, jittered exponential backoff until the policy's deadline. A rejected
-request (INVALID_ARG and the like) is never retried.
+Every call has a timeout; a call that fails retryably (UNAVAILABLE: the server is overloaded and refused it,
+or is restarting; or a refused connection) is tried again with capped, jittered exponential backoff until
+the policy's deadline. A rejected request (INVALID_ARG and the like) and a timeout are never retried: the
+server may still be computing the answer, and resending would add to its work.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 PIXELS, IMAGE, PROBABILITIES, EMBEDDING = INPUT_NAME, IMAGE_INPUT_NAME, OUTPUT_NAME, EMBEDDING_OUTPUT_NAME
 SEND_MODES = ("pixels", "bytes")
-RETRYABLE_STATUSES = ("UNAVAILABLE",)  # the server is restarting or reloading the model: try again
+RETRYABLE_STATUSES = ("UNAVAILABLE",)  # overloaded, restarting or reloading the model: try again later
+# What Triton says when it sheds load: the model's queue is full, or a request waited too long in it.
+OVERLOAD_MESSAGES = ("Exceeds maximum queue size", "Request timeout expired")
 
 
 @dataclass(frozen=True)
@@ -245,8 +248,16 @@ class TritonClassifier:
         except InferenceServerException as error:
             if _is_refused(error) and _status_name(error) in ("UNAVAILABLE", "UNKNOWN"):
                 raise self._refused() from error
-            status = _status_name(error)
-            raise InferenceRejected(f"{what} failed ({status}): {_error_message(error)}", status) from error
+            status, message = _status_name(error), _error_message(error)
+            if status == "UNAVAILABLE" and any(text in message for text in OVERLOAD_MESSAGES):
+                message += " (the server is overloaded and sheds load: try again later)"
+            raise InferenceRejected(f"{what} failed ({status}): {message}", status) from error
+        except TimeoutError as error:  # HTTP: the server took the request and did not answer in time
+            raise InferenceRejected(
+                f"{what} failed (TIMEOUT): the server at {self.url} did not answer within {self.timeout:g} s "
+                "(it may be overloaded): try again later, or pass a longer timeout",
+                "TIMEOUT",
+            ) from error
         except (ConnectionError, OSError) as error:
             raise self._refused() from error
 

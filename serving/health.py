@@ -1,9 +1,13 @@
 """Does every model answer? One check for `alexnet serve`, the container's entry point and Kubernetes.
 
 Triton's own /v2/health/ready only says that models were loaded: a model whose Python-backend stub died
-(the OOM killer) stays "ready" while every request fails. This check sends each loaded model one small
-request built from its config (zeros for numeric inputs, a tiny PNG for encoded-image inputs) and calls
-the server healthy only if all of them answer.
+(the OOM killer) stays "ready" while every request fails. This check judges each loaded model by progress:
+a model whose count of successful requests (Triton's statistics, which never wait behind users) moved
+since the last look is answering. Only a model that answered nobody gets one small request built from its
+config (zeros for numeric inputs, a tiny PNG for encoded-image inputs); if that one is refused as busy
+(its queue is full: HTTP 503) or waits past the timeout, the model is still healthy if it answered anyone
+meanwhile. So an overloaded server is never called dead: only one that fails requests, or that answers no
+one at all, is.
 
     python3 health.py check --url 127.0.0.1:8000            exit 0 if every model answers, else 1
     python3 health.py watch --url 127.0.0.1:8000 --pid PID  once ready, stop PID when models stop answering
@@ -28,6 +32,7 @@ import zlib
 
 ITEM_BYTES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "FP16": 2, "INT32": 4, "FP32": 4, "INT64": 8, "FP64": 8}
 DEFAULT_TIMEOUT = 5.0
+BUSY = "busy"  # a probe refused with UNAVAILABLE (a full queue) or not answered within its timeout
 
 
 def tiny_png(side: int = 8) -> bytes:
@@ -78,14 +83,33 @@ def _get_json(url: str, timeout: float) -> dict:
         return json.loads(response.read())
 
 
-def loaded_models(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
-    """The models the server has loaded (its statistics list them; the repository index is restricted)."""
+def request_counts(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, tuple[int, int]]:
+    """Per loaded model, its requests answered and failed so far (all versions): Triton's statistics
+    endpoint, which answers at once however long the models' queues are."""
     stats = _get_json(f"http://{http_url}/v2/models/stats", timeout)
-    return sorted({entry["name"] for entry in stats.get("model_stats", [])})
+    counts: dict[str, tuple[int, int]] = {}
+    for entry in stats.get("model_stats", []):
+        phases = entry.get("inference_stats", {})
+        answered, failed = counts.get(entry["name"], (0, 0))
+        answered += int(phases.get("success", {}).get("count", 0))
+        failed += int(phases.get("fail", {}).get("count", 0))
+        counts[entry["name"]] = (answered, failed)
+    return counts
+
+
+def successes(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, int]:
+    """Per loaded model, its requests answered so far."""
+    return {name: answered for name, (answered, _) in request_counts(http_url, timeout).items()}
+
+
+def loaded_models(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+    """The models the server has loaded (its statistics list them; the repository index is closed)."""
+    return sorted(successes(http_url, timeout))
 
 
 def probe_model(http_url: str, model: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
-    """None if `model` answers a request built from its config within `timeout`; else what went wrong."""
+    """None if `model` answers a request built from its config within `timeout`; BUSY if it was refused as
+    busy (HTTP 503) or timed out; else what went wrong."""
     try:
         config = _get_json(f"http://{http_url}/v2/models/{model}/config", timeout)
         body, header_length = probe_request(config)
@@ -101,14 +125,21 @@ def probe_model(http_url: str, model: str, timeout: float = DEFAULT_TIMEOUT) -> 
             response.read()
         return None
     except urllib.error.HTTPError as error:
+        if error.code == 503:  # UNAVAILABLE: its queue is full, or the request waited too long in it
+            return BUSY
         detail = error.read().decode("utf-8", errors="replace")
         try:
             detail = json.loads(detail).get("error", detail)
         except ValueError:
             pass
         return f"{model}: HTTP {error.code}: {detail}"
+    except TimeoutError:
+        return BUSY
     except (urllib.error.URLError, OSError, ValueError, KeyError) as error:
-        return f"{model}: {getattr(error, 'reason', None) or error}"
+        reason = getattr(error, "reason", None) or error
+        if isinstance(reason, TimeoutError):
+            return BUSY
+        return f"{model}: {reason}"
 
 
 def server_ready(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
@@ -123,18 +154,74 @@ def server_ready(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
         return f"server not answering at {http_url}: {getattr(error, 'reason', None) or error}"
 
 
+class ProgressCheck:
+    """The check, with a memory: a model that answered anyone since the previous call, and failed no one,
+    is healthy without a probe, so a busy server gets no extra request at all. The first call probes every
+    model; a model with new failures is probed once per instance (one dead instance of two fails every
+    other request while the model still makes progress)."""
+
+    def __init__(self, http_url: str, models: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT):
+        self.http_url, self.models, self.timeout = http_url, models, timeout
+        self.last: dict[str, tuple[int, int]] = {}
+
+    def __call__(self) -> list[str]:
+        """What is wrong with the server: one line per model that does not answer; [] if healthy."""
+        not_ready = server_ready(self.http_url, self.timeout)
+        if not_ready:
+            return [not_ready]
+        try:
+            now = request_counts(self.http_url, self.timeout)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            return [f"cannot read the statistics: {getattr(error, 'reason', None) or error}"]
+        names = self.models or sorted(now)
+        if not names:
+            return ["the server has no model loaded"]
+        doubtful = [name for name in names if self._doubtful(now.get(name, (0, 0)), self.last.get(name))]
+        self.last = now
+        problems = (self._probe(name, now.get(name, (0, 0))[0]) for name in doubtful)
+        return [problem for problem in problems if problem]
+
+    @staticmethod
+    def _doubtful(now: tuple[int, int], last: tuple[int, int] | None) -> bool:
+        """Whether a model needs a probe: first look, no request answered since, or a request failed."""
+        return last is None or now[0] <= last[0] or now[1] > last[1]
+
+    def _probe(self, model: str, answered: int) -> str | None:
+        """Probe `model` once per instance; the first failure, or None."""
+        try:
+            config = _get_json(f"http://{self.http_url}/v2/models/{model}/config", self.timeout)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            return f"{model}: cannot read its config: {getattr(error, 'reason', None) or error}"
+        ensemble = config.get("platform") == "ensemble"
+        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+        for _ in range(1 if ensemble else instances):
+            started = time.monotonic()
+            outcome = probe_model(self.http_url, model, self.timeout)
+            if outcome == BUSY:
+                # Busy in one of an ensemble's steps, which are loaded models checked on their own; or
+                # refused as busy, or slow: healthy if it answered anyone else meanwhile.
+                return None if ensemble else self._answers_anyone(model, answered, started)
+            if outcome is not None:
+                return outcome
+        return None
+
+    def _answers_anyone(self, model: str, answered: int, started: float) -> str | None:
+        while True:
+            try:
+                if successes(self.http_url, self.timeout).get(model, 0) > answered:
+                    return None
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            if time.monotonic() - started >= self.timeout:
+                return f"{model}: busy, and answered no request for {self.timeout:g} s"
+            time.sleep(0.25)
+
+
 def check(http_url: str, models: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
-    """What is wrong with the server at `http_url`: one line per model that does not answer; [] if healthy."""
-    not_ready = server_ready(http_url, timeout)
-    if not_ready:
-        return [not_ready]
-    try:
-        names = models or loaded_models(http_url, timeout)
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        return [f"cannot list the loaded models: {getattr(error, 'reason', None) or error}"]
-    if not names:
-        return ["the server has no model loaded"]
-    return [problem for problem in (probe_model(http_url, name, timeout) for name in names) if problem]
+    """What is wrong with the server at `http_url`: one line per model that does not answer; [] if healthy.
+    Every model gets a probe per instance; one refused as busy, or slow, passes if it answers others
+    meanwhile."""
+    return ProgressCheck(http_url, models, timeout)()
 
 
 def _alive(pid: int) -> bool:
@@ -166,8 +253,9 @@ def watch(http_url: str, pid: int, *, interval: float, failures: int, grace: flo
     while _alive(pid) and server_ready(http_url, timeout):
         time.sleep(interval)  # still starting (a first start may build TensorRT engines for minutes)
     failed = 0
+    progress = ProgressCheck(http_url, timeout=timeout)
     while _alive(pid):
-        problems = check(http_url, timeout=timeout)
+        problems = progress()
         failed = failed + 1 if problems else 0
         if failed >= failures:
             print(

@@ -1,9 +1,11 @@
 """The local Triton Inference Server: the `tritonserver` binary of the nvidia-pytriton wheel, run directly.
 
-Start-up works on a scratch copy of the model repository. Models whose backend this server lacks
-(`onnxruntime`, `tensorrt_plan`) become Python-backend models running the same ONNX file with ONNX Runtime
-(triton_repository/onnx_substitute.py), with the exported config otherwise unchanged; the preprocessing
-model and the ensemble run as exported. Each change is announced on start (`TritonServer.notes`).
+Start-up works on a scratch copy of the model repository (private to this user). Models whose backend
+this server lacks (`onnxruntime`, `tensorrt_plan`) become Python-backend models running the same ONNX file
+with ONNX Runtime (triton_repository/onnx_substitute.py), with the exported config otherwise unchanged; the
+preprocessing model and the ensemble run as exported. Each change is announced on start
+(`TritonServer.notes`). Triton polls the copy, and `mirror_model` brings new versions into it by atomic
+renames: no model-control API, so nothing to unlock with a key (triton_repository/server_flags.py).
 See docs/architecture.md, "What the local server changes, and why".
 
     with TritonServer(Path("model_repository"), http_port=free_port(), grpc_port=free_port(),
@@ -16,9 +18,12 @@ from __future__ import annotations
 import collections
 import ctypes
 import ctypes.util
+import hashlib
 import importlib.util
 import json
 import os
+import py_compile
+import re
 import shutil
 import signal
 import socket
@@ -30,18 +35,21 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2
 
+from common.hashing import sha256_of
 from common.machine import gpu_available, usable_cpu_count
 from common.onnx_session import ProviderUse, tensorrt_available
 from serving.errors import ServingError
 from triton_repository.configs import (
     ONNX_BACKEND,
     PLAN_BACKEND,
+    RepositoryError,
     engine_backend,
+    io_signature,
     read_config,
     wants_fp16,
     write_config,
@@ -54,18 +62,23 @@ from triton_repository.layout import (
     model_dirs,
     newest_file,
     version_dirs,
+    versions,
 )
-from triton_repository.server_flags import ADMIN_HEADER, random_admin_key, tritonserver_flags
+from triton_repository.server_flags import tritonserver_flags
 
 SUBSTITUTED_BACKENDS = (ONNX_BACKEND, PLAN_BACKEND)  # backends the wheel's server does not ship
-# Beside each substitute's model.py: which ONNX file, provider, threads. Then, written by each substitute
-# model instance once its session is up: the provider asked for and the one read back from the session.
-# (The substitute runs standalone in Triton and spells these names itself.)
+# Beside each substitute's model.py: which ONNX file, provider, threads, and where each instance records
+# the provider asked for and the one read back from its session: outside the polled repository, since
+# Triton reloads a model whose folder changes. (The substitute runs standalone in Triton and spells
+# these names itself.)
 SETTINGS_FILE = "substitute.json"
-PROVIDER_FILE = "execution_provider.json"
+PROVIDERS_DIR = "providers"
 STOP_GRACE_SECONDS = 15.0
-LOAD_TIMEOUT_SECONDS = 300.0  # loading a model warms it up (and on a GPU may build TensorRT engines)
 LOG_TAIL_LINES = 200
+# Triton's log line for a version that did not load, e.g.
+# "failed to load 'alexnet' version 3: Internal: ... Protobuf parsing failed."
+LOAD_FAILURE = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*)")
+LOADED = re.compile(r"successfully loaded '(?P<model>[^']+)'")  # all of a model's versions are loaded
 
 
 def free_port() -> int:
@@ -126,16 +139,37 @@ def _link_tree(source: Path, destination: Path) -> None:
     shutil.copytree(source, destination, symlinks=False, copy_function=os.symlink)
 
 
-def tensorrt_cache_dir(model: str, version: str) -> Path:
-    """Where ONNX Runtime keeps the TensorRT engines it builds (tens of seconds each) across restarts."""
+def tensorrt_cache_dir(onnx_file: Path, fp16: bool) -> Path:
+    """Where ONNX Runtime keeps the TensorRT engines it builds (tens of seconds each) across restarts: named
+    by the bytes of the ONNX file (and its external weights) and the precision, never by model name or
+    version, so a retrained model exported again as version 1, or `<name>_trt` running `<name>`'s file,
+    can never be handed an engine built from other weights. (ONNX Runtime's own engine names hash the
+    graph's structure, not its weights.)"""
+    digest = hashlib.sha256()
+    for part in (onnx_file, onnx_file.with_name(onnx_file.name + ".data")):
+        if part.is_file():
+            digest.update(sha256_of(part).encode())
     cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache_root / "alexnet" / "tensorrt" / model / version
+    return cache_root / "alexnet" / "tensorrt" / f"{digest.hexdigest()[:24]}-{'fp16' if fp16 else 'fp32'}"
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write a generated file in the scratch copy. The copy's files are symlinks into the source repository:
+    unlink first, so that nothing is ever written through one into the source."""
+    path.unlink(missing_ok=True)
+    path.write_text(text)
+
+
+def _replace_with_copy(source: Path, path: Path) -> None:
+    path.unlink(missing_ok=True)
+    shutil.copyfile(source, path)
 
 
 def _substitute(
     model_dir: Path,
     config: model_config_pb2.ModelConfig,
     settings: SubstituteSettings,
+    records: Path,
     onnx_source: Path | None = None,
     onnx_model: str = "",
 ) -> str:
@@ -159,12 +193,14 @@ def _substitute(
         for group in config.instance_group:
             group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
             group.ClearField("gpus")
-    threads = max(1, settings.cores // instances)
+    # Every instance may use every core: they run together only under load, when batches are full and
+    # sharing the cores costs little; at low load one instance runs at a time, on all of them.
+    threads = max(1, settings.cores)
     for version_dir in version_dirs(model_dir):
         onnx_file = onnx_source or version_dir / onnx_name
         if not onnx_file.is_file():
             raise ServingError(f"{onnx_file} is missing: re-run `alexnet export onnx`")
-        shutil.copyfile(ONNX_SUBSTITUTE, version_dir / MODEL_SOURCE_FILE)
+        _replace_with_copy(ONNX_SUBSTITUTE, version_dir / MODEL_SOURCE_FILE)
         substitute = {
             "source_backend": source_backend,
             "onnx_file": onnx_file.name if onnx_source is None else str(onnx_source),
@@ -173,9 +209,13 @@ def _substitute(
             "allow_spinning": settings.allow_spinning,
             "tensorrt": settings.tensorrt,
             "fp16": fp16,
-            "tensorrt_cache_dir": str(tensorrt_cache_dir(config.name, version_dir.name)),
+            "tensorrt_cache_dir": (
+                str(tensorrt_cache_dir(onnx_file.resolve(), fp16)) if settings.tensorrt else None
+            ),
+            "provider_record_dir": str(records / config.name / version_dir.name),
         }
-        (version_dir / SETTINGS_FILE).write_text(json.dumps(substitute, indent=2))
+        _replace_file(version_dir / SETTINGS_FILE, json.dumps(substitute, indent=2))
+    (model_dir / CONFIG_FILE).unlink(missing_ok=True)
     write_config(model_dir, config)
     provider = ("TensorRT" if settings.tensorrt else "CUDA") if settings.gpu else "CPU"
     served = f"{onnx_model}'s ONNX model" if onnx_model else "its ONNX model"
@@ -193,15 +233,16 @@ def _substitute(
     )
 
 
-def provider_announcements(models_dir: Path) -> list[str]:
-    """One line per substitute model of a started server's scratch repository: the execution provider its
-    sessions run on, with a WARNING where any instance runs on another than the one asked for."""
+def provider_announcements(records: Path) -> list[str]:
+    """One line per substitute model of a started server (its records, `<model>/<version>/<instance>.json`):
+    the execution provider its sessions run on, with a WARNING where any instance runs on another than the
+    one asked for."""
     lines = []
-    for model_dir in sorted(path for path in models_dir.iterdir() if path.is_dir()):
-        uses = {
-            ProviderUse(**json.loads(record.read_text()))
-            for record in sorted(model_dir.glob(f"*/*.{PROVIDER_FILE}"))
-        }
+    if not records.is_dir():
+        return lines
+    for model_dir in sorted(path for path in records.iterdir() if path.is_dir()):
+        records_of_model = sorted(model_dir.glob("*/*.json"))
+        uses = {ProviderUse(**json.loads(record.read_text())) for record in records_of_model}
         if uses:
             worst = min(uses, key=lambda use: (use.as_asked, use.running))
             lines.append(worst.line(model_dir.name))
@@ -237,10 +278,18 @@ def prepare_repository(
 
 
 def prepare_model(
-    repository: Path, source_dir: Path, destination: Path, *, serve_int8: bool, settings: SubstituteSettings
+    repository: Path,
+    source_dir: Path,
+    destination: Path,
+    *,
+    serve_int8: bool,
+    settings: SubstituteSettings,
+    records: Path | None = None,
 ) -> str | None:
     """Write one model folder of `repository` into `destination` in the form this server can run (or skip
-    it); a note when something changed."""
+    it); a note when something changed. `records`: where substitute instances record their execution
+    provider (default: PROVIDERS_DIR beside `destination`)."""
+    records = records or destination.parent / PROVIDERS_DIR
     name, config = source_dir.name, read_config(source_dir)
     backend = engine_backend(config)
     if name.endswith("_int8") and not serve_int8:
@@ -258,9 +307,20 @@ def prepare_model(
     _link_tree(source_dir, target)
     (target / CONFIG_FILE).unlink()
     if backend in SUBSTITUTED_BACKENDS:
-        return _substitute(target, config, settings, onnx_source, onnx_model)
-    write_config(target, config)
-    return None
+        note = _substitute(target, config, settings, records, onnx_source, onnx_model)
+    else:
+        write_config(target, config)
+        note = None
+    _compile_sources(target)
+    return note
+
+
+def _compile_sources(model_dir: Path) -> None:
+    """Compile the model's Python sources ahead, for this Python (the stub's): a stub that finds them
+    compiled writes no __pycache__ into the folder, and Triton, which polls the folder, would reload the
+    model for it. (The stub's embedded interpreter ignores PYTHONDONTWRITEBYTECODE.)"""
+    for source in sorted(model_dir.glob("*/*.py")):
+        py_compile.compile(str(source), cfile=importlib.util.cache_from_source(str(source)), doraise=True)
 
 
 def _sibling_onnx(repository: Path, fp32_name: str, plan_name: str) -> Path:
@@ -321,16 +381,41 @@ def child_processes(pid: int) -> list[int]:
     return sorted(children)
 
 
-def _stub_instance(pid: int) -> str:
-    """The model instance a Python-backend stub serves (`alexnet_0_0`), from its command line."""
+@dataclass(frozen=True)
+class Worker:
+    """What a Python-backend stub serves: one instance of one version of one model. Instance names repeat
+    across versions (versions 1 and 2 of `alexnet` both run `alexnet_0_0`), so all three identify it."""
+
+    model: str
+    version: str
+    instance: str
+
+    def __str__(self) -> str:
+        return f"{self.instance} of {self.model} version {self.version}" if self.version else self.instance
+
+
+def _stub_instance(pid: int) -> Worker:
+    """The model instance a Python-backend stub serves, from its command line."""
     try:
         arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
-        return f"process {pid}"
+        return Worker("", "", f"process {pid}")
     # triton_python_backend_stub REPO/<model>/<version>/model.py <shm region> ... <model>_<group>_<n> ...
-    model = Path(arguments[1]).parent.parent.name if len(arguments) > 1 else ""
+    model_file = Path(arguments[1]) if len(arguments) > 1 else Path()
+    model, version = model_file.parent.parent.name, model_file.parent.name
     instance = next((arg for arg in arguments[2:] if model and arg.startswith(f"{model}_")), "")
-    return instance or f"{Path(arguments[0]).name} (pid {pid})"
+    if not instance:
+        return Worker("", "", f"{Path(arguments[0]).name} (pid {pid})")
+    return Worker(model, version, instance)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a killed child stays a zombie until its parent reaps it: that counts as dead)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
 
 
 def _shared_memory_files(pid: int) -> list[Path]:
@@ -348,6 +433,41 @@ def _kill_stub(pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
     except (OSError, ProcessLookupError):
         pass
+
+
+@dataclass(frozen=True)
+class ModelUpdate:
+    """What `mirror_model` changed in the served copy of one model."""
+
+    model: str
+    added: list[int] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # config.pbtxt, labels.txt
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed or self.files)
+
+
+def _check_replaceable(
+    served: model_config_pb2.ModelConfig, new: model_config_pb2.ModelConfig, source: Path
+) -> None:
+    """A new config may change anything but the model's name, inputs and outputs: Triton has one config for
+    all versions, so those would break the versions already served."""
+    if new.name != served.name or io_signature(new) != io_signature(served):
+        raise RepositoryError(
+            f"{source / CONFIG_FILE} would change the served model's name, inputs or outputs "
+            f"({new.name!r}: {io_signature(new)}; served: {io_signature(served)}): fix it, or export under "
+            "another --name"
+        )
+
+
+def _same_file(staged: Path, served: Path) -> bool:
+    """Whether a staged top-level file (a generated config, or a symlink to the source's labels) equals the
+    served one."""
+    if staged.is_symlink() or served.is_symlink():
+        return staged.is_symlink() and served.is_symlink() and os.readlink(staged) == os.readlink(served)
+    return served.is_file() and staged.read_bytes() == served.read_bytes()
 
 
 class TritonServer:
@@ -373,17 +493,21 @@ class TritonServer:
         self.serve_int8 = serve_int8
         self.echo_log = echo_log
         self.log_verbose = log_verbose
-        self.admin_key = random_admin_key()
         self.notes: list[str] = []  # what start-up changed in the scratch copy, one line per model
         self.models: list[str] = []  # the models this server loads
         self._process: subprocess.Popen | None = None
         self._command: list[str] = []
-        self._ready_workers: dict[int, str] = {}
+        self._ready_workers: dict[int, Worker] = {}
         self._settings: SubstituteSettings | None = None
         self._ready_shared_memory: list[Path] = []
         self._scratch: Path | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self._log_thread: threading.Thread | None = None
+        self._echo_broken = False  # the reader of our stderr went away: stop echoing, keep serving
+        self._log_file_error: str | None = None  # the last error writing --log-file (a full disk)
+        # (model, version) -> (when, Triton's reason), from its log: versions that failed to load
+        self.load_failures: dict[tuple[str, str], tuple[float, str]] = {}
+        self.loaded_at: dict[str, float] = {}  # model -> when Triton last finished loading it
         client_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
         self.http_url = f"{client_host}:{http_port}"
         self.grpc_url = f"{client_host}:{grpc_port}"
@@ -395,7 +519,6 @@ class TritonServer:
             http_port=self.http_port,
             grpc_port=self.grpc_port,
             metrics_port=self.metrics_port,
-            admin_key=self.admin_key,
             exit_timeout_secs=int(STOP_GRACE_SECONDS) - 5,
             image=False,
             host=self.host,
@@ -425,6 +548,7 @@ class TritonServer:
             self.notes = prepare_repository(
                 self.repository, self._scratch / "models", serve_int8=self.serve_int8, settings=self._settings
             )
+            self.load_failures.clear()
             self.models = sorted(path.name for path in (self._scratch / "models").iterdir())
             backends = _prepare_backends(self._scratch / "backends")
             self._command = self.command(self._scratch / "models", backends)
@@ -469,68 +593,142 @@ class TritonServer:
                 path.unlink(missing_ok=True)
         self._launch()
 
-    def load_model(self, name: str, timeout: float = LOAD_TIMEOUT_SECONDS) -> None:
-        """(Re)load `name` from the prepared repository through Triton's model-control API; Triton keeps
-        serving what it had until the new version is ready, and keeps it if that version fails."""
-        request = urllib.request.Request(
-            f"http://{self.http_url}/v2/repository/models/{name}/load",
-            data=b"{}",
-            headers={ADMIN_HEADER: self.admin_key, "Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                response.read()
-        except urllib.error.HTTPError as error:
-            body = error.read().decode("utf-8", errors="replace")
-            try:
-                body = json.loads(body).get("error", body)
-            except ValueError:
-                pass
-            body = body.split("\n\nAt:")[0].strip()  # the Python backend appends the stub's traceback
-            raise ServingError(f"Triton could not load {name}: {body}") from None
-        except (urllib.error.URLError, OSError) as error:
-            raise ServingError(f"Triton did not answer the load of {name}: {error}") from None
-
-    def reload_from_source(self, name: str) -> None:
-        """Prepare model `name` again from the source repository (new versions, new files) and load it.
-        If Triton refuses it, the prepared folder of what still serves is put back, so that a restart
-        serves that too; ServingError says why."""
+    def mirror_model(self, name: str) -> ModelUpdate:
+        """Bring the served copy of model `name` in line with the source repository, one atomic rename at a
+        time, so that Triton's poll never sees a half-written folder: new version folders are renamed in,
+        the config replaced if it changed (the one it replaces is kept, for `undo`), removed versions
+        renamed out. Triton loads the changes on its next poll, keeps serving what it had meanwhile, and
+        keeps it if the change fails to load. Raises RepositoryError for a config that does not parse or
+        would change the served inputs and outputs, ServingError/OSError for a folder that cannot be
+        prepared; the copy is then unchanged."""
         if self._scratch is None or self._settings is None:
             raise ServingError("the server was not started: call start() first")
         source = self.repository.resolve()
-        served, staged, previous = (self._scratch / folder for folder in ("models", "staged", "previous"))
-        for folder in (staged, previous):
+        staged, trash, kept = (self._scratch / folder for folder in ("staged", "trash", "replaced"))
+        for folder in (staged, trash):
             shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-        prepare_model(source, source / name, staged, serve_int8=self.serve_int8, settings=self._settings)
-        os.rename(served / name, previous / name)
-        os.rename(staged / name, served / name)
-        try:
-            self.load_model(name)
-        except ServingError:
-            shutil.rmtree(served / name)
-            os.rename(previous / name, served / name)
-            raise
+            folder.mkdir(parents=True)
+        (kept / name).mkdir(parents=True, exist_ok=True)
+        prepare_model(
+            source,
+            source / name,
+            staged,
+            serve_int8=self.serve_int8,
+            settings=self._settings,
+            records=self._scratch / PROVIDERS_DIR,
+        )
+        new, served = staged / name, self._scratch / "models" / name
+        _check_replaceable(read_config(served), read_config(new), source / name)
+        before, after = set(versions(served)), set(versions(new))
+        for version in sorted(after - before):
+            os.rename(new / str(version), served / str(version))
+        changed = []
+        for staged_file in sorted(path for path in new.iterdir() if not path.is_dir()):
+            target = served / staged_file.name
+            if not _same_file(staged_file, target):
+                first = kept / name / staged_file.name  # what served before the pending change began
+                if (target.exists() or target.is_symlink()) and not (first.exists() or first.is_symlink()):
+                    os.rename(target, first)
+                os.replace(staged_file, target)
+                changed.append(staged_file.name)
+        for version in sorted(before - after):
+            os.rename(served / str(version), trash / str(version))
+        shutil.rmtree(trash, ignore_errors=True)
+        return ModelUpdate(name, sorted(after - before), sorted(before - after), changed)
 
-    def workers(self, pid: int | None = None) -> dict[int, str]:
-        """The server's child processes (a Python-backend stub per model instance): pid -> instance name."""
+    def undo(self, update: ModelUpdate) -> None:
+        """Take back what `mirror_model` added to the copy (its new versions, its new config), after Triton
+        refused it: Triton would otherwise try it again at every poll. What served before stays."""
+        if self._scratch is None:
+            raise ServingError("the server was not started: call start() first")
+        served, kept, trash = (self._scratch / folder for folder in ("models", "replaced", "trash"))
+        shutil.rmtree(trash, ignore_errors=True)
+        trash.mkdir()
+        for version in update.added:
+            if (served / update.model / str(version)).is_dir():
+                os.rename(served / update.model / str(version), trash / str(version))
+        for file_name in update.files:
+            previous = kept / update.model / file_name
+            if previous.exists() or previous.is_symlink():
+                os.replace(previous, served / update.model / file_name)
+        shutil.rmtree(trash, ignore_errors=True)
+        self.forget_replaced(update.model)
+
+    def forget_replaced(self, name: str) -> None:
+        """The change of `name` is served (or undone): what it replaced is no longer needed."""
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch / "replaced" / name, ignore_errors=True)
+
+    def load_failure_since(self, name: str, moment: float) -> str | None:
+        """Triton's reason for the latest failed load of any version of `name` after `moment`, if any."""
+        failures = [(when, why) for (model, _), (when, why) in self.load_failures.items() if model == name]
+        latest = max(failures, default=None)
+        return latest[1] if latest and latest[0] >= moment else None
+
+    def version_ready(self, name: str, version: str) -> bool:
+        """Triton's readiness of one version of a model (404/400 until it is loaded)."""
+        url = f"http://{self.http_url}/v2/models/{name}/versions/{version}/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def newest_ready_version(self, name: str) -> str:
+        """The newest version of `name` in the served copy that Triton serves: what requests without a
+        version go to."""
+        if self._scratch is None:
+            return "none"
+        served = versions(self._scratch / "models" / name)
+        return next((str(v) for v in reversed(served) if self.version_ready(name, str(v))), "none")
+
+    def workers(self, pid: int | None = None) -> dict[int, Worker]:
+        """The server's child processes (a Python-backend stub per model instance): pid -> what it serves."""
         pid = pid or self.pid
         return {child: _stub_instance(child) for child in child_processes(pid)} if pid else {}
 
     def _record(self, line: str) -> None:
+        """One line of the log: kept for error messages, echoed, written to --log-file. Never raises: Triton
+        writes into a pipe that only this reads, so if this stopped, a full pipe would block Triton."""
         self._log_tail.append(line)
-        if self.echo_log:
-            sys.stderr.write(line)
-            sys.stderr.flush()
+        failure, loaded = LOAD_FAILURE.search(line), LOADED.search(line)
+        if failure:
+            key = (failure["model"], failure["version"])
+            self.load_failures[key] = (time.monotonic(), failure["reason"].strip().rstrip('"'))
+        if loaded:
+            self.loaded_at[loaded["model"]] = time.monotonic()
+        if self.echo_log and not self._echo_broken:
+            try:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            except (OSError, ValueError):  # the reader went away (`alexnet serve | head`): serve on
+                self._echo_broken = True
         if self.log_file is not None:
+            self._append_to_log_file(line)
+
+    def _append_to_log_file(self, line: str) -> None:
+        try:
             with self.log_file.open("a") as log:
                 log.write(line)
+        except OSError as error:  # a full disk: keep serving, say so once, try again with the next line
+            reason = f"cannot write the log file {self.log_file}: {error.strerror or error}"
+            if reason != self._log_file_error and not self._echo_broken:
+                try:
+                    sys.stderr.write(f"alexnet serve: {reason}; Triton keeps serving\n")
+                except (OSError, ValueError):
+                    self._echo_broken = True
+            self._log_file_error = reason
+        else:
+            self._log_file_error = None
 
     def _pump_log(self, stream) -> None:
-        for raw in iter(stream.readline, b""):
-            self._record(raw.decode("utf-8", errors="replace"))
-        stream.close()
+        try:
+            for raw in iter(stream.readline, b""):
+                self._record(raw.decode("utf-8", errors="replace"))
+        except (OSError, ValueError):  # the pipe was closed under us (the process is being stopped)
+            pass
+        finally:
+            stream.close()
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's log, without the start-up tables (the log file keeps everything)."""
@@ -577,7 +775,7 @@ class TritonServer:
 
     def _announce_providers(self) -> None:
         """Say per model which ONNX Runtime execution provider runs it, as read back from its sessions."""
-        lines = provider_announcements(self._scratch / "models")
+        lines = provider_announcements(self._scratch / PROVIDERS_DIR)
         for line in lines:
             self._record(f"alexnet serve: {line}\n")
         self.notes += [line for line in lines if line not in self.notes]

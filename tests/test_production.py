@@ -5,8 +5,10 @@ There is no Docker engine and no GPU here, so the image is not built. What is ch
 - every manifest validates in strict mode against each Kubernetes version kubernetes-validate ships;
 - ports, probe paths, user ids, paths and metric names agree across the Dockerfile, the entry point, the
   manifests, the docs and Triton itself;
-- the entry point's exact tritonserver command runs on the real Triton 2.51 binary (the image's release):
-  health endpoints, restricted admin APIs, the metrics the autoscaler reads, a clean SIGTERM;
+- the entry point's exact tritonserver command runs on the real Triton 2.51 binary (the local server's
+  release, standing in for the image's 26.03): health endpoints, admin APIs closed to every client, the
+  metrics the autoscaler reads, a clean SIGTERM;
+- tini as PID 1, so the health watcher's SIGKILL reaches the server (in a PID namespace, as root);
 - the TensorRT plan cache, with a stand-in for NVIDIA's trtexec (which needs a GPU).
 """
 
@@ -45,8 +47,9 @@ DOCS = ROOT / "docs" / "production.md"
 VENV_BIN = Path(sys.executable).parent
 TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 HEALTH_LIVE, HEALTH_READY = "/v2/health/live", "/v2/health/ready"
-ADMIN_HEADER = "alexnet-admin-key"
-IMAGE_RELEASE, IMAGE_TRITON_VERSION = "24.10", "2.51.0"  # NVIDIA's release notes: 24.10 ships Triton 2.51.0
+# NVIDIA's notes: 26.03 ships Triton 2.67.0; CVE-2025-23310/23311/23319/23320/23334 are fixed from 25.07.
+IMAGE_RELEASE, FIRST_FIXED_RELEASE = "26.03", "25.07"
+LOCAL_TRITON_VERSION = "2.51.0"  # the nvidia-pytriton wheel's server: `alexnet serve` and these tests
 
 
 # ---- reading the files the way Docker and Kubernetes read them ----
@@ -170,7 +173,7 @@ def dry_run(repository: Path, *args: str, **env: str) -> list[str]:
         {"ALEXNET_MODEL_REPOSITORY": str(repository), "ALEXNET_DRY_RUN": "1", **env}, *args
     )
     assert result.returncode == 0, result.stderr
-    return result.stdout.splitlines()
+    return result.stdout.split("\0")[:-1]  # NUL-separated: one flag's value holds a line break
 
 
 def flag_values(command: list[str], flag: str) -> list[str]:
@@ -179,7 +182,8 @@ def flag_values(command: list[str], flag: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def triton_help() -> str:
-    """`tritonserver --help` of the 2.51 binary the nvidia-pytriton wheel ships: the image's release."""
+    """`tritonserver --help` of the 2.51 binary the nvidia-pytriton wheel ships (the image runs 26.03, which
+    knows every flag 2.51 knows that the entry point uses)."""
     from serving.server import Distribution, server_environment
 
     result = subprocess.run(
@@ -272,7 +276,8 @@ def test_dockerfile_passes_hadolint():
 def test_hadolint_fails_on_a_planted_error(tmp_path):
     """The lint is real: unpinned, cached pip installs and a root USER are reported and fail the run."""
     broken = DOCKERFILE.read_text()
-    broken = re.sub(r"RUN python3 -m pip install [^\n]*", "RUN pip install numpy pillow", broken)
+    pip_install = r"RUN [^\n]*python3 -m pip install [^\n]*\n[^\n]*"  # with its continuation line
+    broken = re.sub(pip_install, "RUN pip install numpy pillow", broken)
     broken = re.sub(r"^USER .*$", "USER root", broken, flags=re.M)
     (tmp_path / "Dockerfile").write_text(broken)
     result = subprocess.run(
@@ -294,10 +299,56 @@ def test_entrypoint_passes_shell_lint():
     assert result.returncode == 0, result.stdout
 
 
-def test_image_is_pinned_to_the_triton_release_the_tests_run():
+def test_image_is_pinned_to_a_triton_release_with_the_advisories_fixed():
     (base,) = dockerfile("FROM")
-    # 24.10 is Triton 2.51.0; the slow test below reads the local server's version from the server itself
     assert expand(base) == f"nvcr.io/nvidia/tritonserver:{IMAGE_RELEASE}-py3"
+    assert tuple(map(int, IMAGE_RELEASE.split("."))) >= tuple(map(int, FIRST_FIXED_RELEASE.split(".")))
+    # The local server stays on the wheel's Triton (2.51): pinned in pyproject.toml, read back below
+    # from the running server by test_entrypoint_runs_on_the_real_triton_release.
+    assert '"nvidia-pytriton==0.7.0"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_the_health_watchers_sigkill_reaches_the_server_under_the_images_init(tmp_path):
+    """In the container, whatever the ENTRYPOINT starts first is PID 1, and the kernel drops every signal
+    that PID 1 has no handler for, SIGKILL from inside the container included: with tritonserver as PID 1
+    the watcher's fallback (serving/health.py stop_process) did nothing. Run in a PID namespace of its own:
+    a server that ignores SIGTERM survives stop_process as PID 1, and is killed under the image's init."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("a PID namespace needs root and util-linux's unshare (CI runs the tests as root)")
+    (entrypoint,) = dockerfile("ENTRYPOINT")
+    command = json.loads(entrypoint)
+    init = command[: command.index("--") + 1]  # tini and its flags, before NVIDIA's entry point and ours
+    assert Path(init[0]).name == "tini" and "-g" in init, command
+    if not Path(init[0]).is_file():
+        pytest.skip(f"{init[0]} is not installed here (Debian/Ubuntu: apt-get install tini)")
+    health = ROOT / "serving" / "health.py"
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(8)"
+    stop = (
+        "import subprocess, sys, time; sys.path.insert(0, sys.argv[1]); import health; "
+        "server = subprocess.Popen(sys.argv[2:]) if sys.argv[2:] else None; time.sleep(1); "
+        "pid = server.pid if server else 1; health.stop_process(pid, grace=1.0); time.sleep(0.5); "
+        "print('alive' if health._alive(pid) and open(f'/proc/{pid}/stat').read().split()[2] != 'Z' "
+        "else 'stopped')"
+    )
+
+    def in_new_pid_namespace(*command: str) -> str:
+        result = subprocess.run(
+            ["unshare", "--pid", "--fork", "--mount-proc", *command],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return result.stdout.strip() + result.stderr.strip()
+
+    # Without an init: the server is PID 1 (a server that ignores SIGTERM, as a stuck one would), and the
+    # watcher, a process inside the container, sends it SIGTERM and then SIGKILL.
+    as_pid_1 = in_new_pid_namespace(
+        sys.executable, "-c", f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {stop!r}, "
+        f"{str(health.parent)!r}]); exec({stubborn!r})",
+    )  # fmt: skip
+    assert as_pid_1.endswith("alive"), as_pid_1
+    under_init = in_new_pid_namespace(
+        *init, sys.executable, "-c", stop, str(health.parent), sys.executable, "-c", stubborn
+    )
+    assert under_init.endswith("stopped"), under_init
 
 
 def test_image_runs_as_a_non_root_user():
@@ -377,9 +428,10 @@ def test_build_context_holds_the_repository_and_scripts_but_never_a_plan():
 
 
 def test_container_python_code_parses_as_python_3_10():
-    """The Triton 24.10 container runs Python 3.10, the development machines 3.11: no 3.11-only syntax in
-    what the container runs (the plan tool, the triton_repository and common packages it imports, the former's
-    Python-backend model sources that export copies into the repository, and the health check)."""
+    """The image's Python is 3.12 (Triton 26.03), the development machines' 3.11, Ubuntu 22.04's 3.10: what
+    the container runs (the plan tool, the triton_repository and common packages it imports, the former's
+    Python-backend model sources that export copies into the repository, and the health check) stays
+    within 3.10's syntax, so it runs on all of them."""
     package = sorted((ROOT / "triton_repository").glob("*.py")) + sorted((ROOT / "common").glob("*.py"))
     assert len(package) >= 10, "the triton_repository or common package moved: update this test"
     for path in (PLAN_TOOL, ROOT / "serving" / "health.py", *package):
@@ -470,8 +522,8 @@ def test_entrypoint_command_uses_flags_triton_2_51_knows(tmp_path, triton_help):
     apis, _, header = restricted.partition(":")
     assert set(apis.split(",")) == {"model-repository", "shared-memory", "trace", "logging"}
     key, _, value = header.partition("=")
-    assert key == ADMIN_HEADER and len(value) >= 32, "without ALEXNET_ADMIN_KEY the key must be random"
-    assert dry_run(tmp_path) != command, "a fresh random admin key per start"
+    assert key != key.lower() and "\n" in value, "a header no HTTP or gRPC client can send: closed to all"
+    assert dry_run(tmp_path, "--log-verbose=1") == command, "nothing random, so nothing secret, in it"
 
 
 def test_entrypoint_serves_with_the_flags_alexnet_serve_shares(tmp_path):
@@ -479,11 +531,10 @@ def test_entrypoint_serves_with_the_flags_alexnet_serve_shares(tmp_path):
     from triton_repository.server_flags import tritonserver_flags
 
     write_echo_model(tmp_path)
-    command = dry_run(tmp_path, "--log-verbose=1", ALEXNET_ADMIN_KEY="k" * 32)
+    command = dry_run(tmp_path, "--log-verbose=1")
     shared = tritonserver_flags(
         [str(tmp_path)],
         **{f"{name}_port": port for name, port in TRITON_PORTS.items()},
-        admin_key="k" * 32,
         exit_timeout_secs=int(entrypoint_default("ALEXNET_EXIT_TIMEOUT_SECS")),
         image=True,
     )
@@ -535,7 +586,8 @@ def test_entrypoint_plan_build_explains_a_missing_gpu(tmp_path):
 
 @pytest.mark.slow
 def test_entrypoint_runs_on_the_real_triton_release(tmp_path):
-    """The entry point's own command on Triton 2.51: probes, admin restrictions, metrics, SIGTERM."""
+    """The entry point's own command on Triton 2.51 (the local stand-in for the image's 26.03): probes,
+    admin APIs closed to every client, metrics, SIGTERM."""
     from serving.server import Distribution, free_port, server_environment
 
     distribution = Distribution.find()
@@ -560,7 +612,6 @@ def test_entrypoint_runs_on_the_real_triton_release(tmp_path):
         ALEXNET_HTTP_PORT=str(ports["http"]),
         ALEXNET_GRPC_PORT=str(ports["grpc"]),
         ALEXNET_METRICS_PORT=str(ports["metrics"]),
-        ALEXNET_ADMIN_KEY="test-admin-key",
         ALEXNET_EXIT_TIMEOUT_SECS="5",
     )
     extra = [f"--backend-directory={tmp_path / 'backends'}", "--allow-gpu-metrics=false"]
@@ -598,7 +649,7 @@ def test_entrypoint_runs_on_the_real_triton_release(tmp_path):
         )
         assert request(HEALTH_LIVE)[0] == 200
         status, body = request("/v2")
-        assert json.loads(body)["version"] == IMAGE_TRITON_VERSION, "the image pins the release the tests run"
+        assert json.loads(body)["version"] == LOCAL_TRITON_VERSION
 
         status, body = request(
             "/v2/models/echo/infer",
@@ -606,10 +657,11 @@ def test_entrypoint_runs_on_the_real_triton_release(tmp_path):
         )
         assert status == 200 and json.loads(body)["outputs"][0]["data"] == [1, 2, 3, 4]
 
-        assert request("/v2/repository/index", {})[0] in (401, 403), "the repository API must be restricted"
-        assert request("/v2/repository/models/echo/unload", {})[0] in (401, 403)
-        status, body = request("/v2/repository/index", {}, {ADMIN_HEADER: "test-admin-key"})
-        assert status == 200 and json.loads(body)[0]["name"] == "echo"
+        from triton_repository.server_flags import CLOSED_HEADER
+
+        for headers in ({}, {CLOSED_HEADER: "no"}, {CLOSED_HEADER.lower(): "noclient"}):
+            for path in ("/v2/repository/index", "/v2/repository/models/echo/unload"):
+                assert request(path, {}, headers)[0] in (400, 401, 403), f"{path} must be closed to all"
 
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10) as response:
             metrics = response.read().decode()
@@ -791,13 +843,17 @@ def test_docs_give_the_commands_for_these_files():
     image = triton_container()["image"]
     assert f"docker build -t {image} ." in docs
     run = re.search(
-        r"docker run -d --restart unless-stopped --gpus all --shm-size=1g \\\n\s+(-p[^\n]*)\\\n\s+"
-        + re.escape(image),
+        r"docker run -d --restart unless-stopped --gpus all --shm-size=1g --read-only --tmpfs /tmp \\\n"
+        r"\s+(-p[^\n]*)\\\n\s+" + re.escape(image),
         docs,
     )
     assert run, "docs/production.md: the basic `docker run`, restarted when its health watcher stops it"
-    published = {tuple(map(int, mapping.split(":"))) for mapping in re.findall(r"-p (\d+:\d+)", run.group(1))}
+    mappings = re.findall(r"-p (\S+)", run.group(1))
+    assert all(mapping.startswith("127.0.0.1:") for mapping in mappings), "publish on loopback only"
+    published = {tuple(map(int, mapping.split(":")[1:])) for mapping in mappings}
     assert published == {(port, port) for port in TRITON_PORTS.values()}
+    for command in re.findall(r"docker run [^`]*?(?=\n\n|```)", docs):
+        assert " -p " not in command or "-p 127.0.0.1:" in command, command
     assert "kubectl -n alexnet apply -f serving/k8s/" in docs and "-e ALEXNET_TRT_PLAN=build" in docs
     assert f"-v alexnet-trt-cache:{dockerfile_env()['ALEXNET_CACHE_DIR']}" in docs
     helm_values = re.search(r"```yaml\n(rules:\n  custom:\n.*?)```", docs, flags=re.S)

@@ -145,18 +145,18 @@ def test_live_configs_match_the_repository(digits_server, digits_repository, pro
         )
 
 
-def test_admin_apis_are_restricted(digits_server):
-    """Model control is off and the repository API needs the per-start admin key."""
-    base = f"http://{digits_server.http_url}/v2/repository"
-    for method, path in (("POST", "/index"), ("POST", "/models/alexnet/unload")):
-        request = urllib.request.Request(base + path, data=b"{}", method=method)
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=10)
-        assert refused.value.code in (400, 403)
-    allowed = urllib.request.Request(
-        base + "/index", data=b"{}", method="POST", headers={"alexnet-admin-key": digits_server.admin_key}
-    )
-    assert urllib.request.urlopen(allowed, timeout=10).status == 200
+def test_admin_apis_are_closed_to_every_client(digits_server):
+    """Nothing is unlocked by any header, the one on tritonserver's command line included: Triton loads new
+    versions by polling its private copy of the repository, so no model-control API is needed."""
+    from triton_repository.server_flags import CLOSED_HEADER
+
+    base = f"http://{digits_server.http_url}/v2"
+    for path in ("/repository/index", "/repository/models/alexnet/unload", "/systemsharedmemory/status"):
+        for headers in ({}, {CLOSED_HEADER: "no"}, {CLOSED_HEADER.lower(): "noclient"}):
+            request = urllib.request.Request(base + path, data=b"{}", method="POST", headers=headers)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code in (400, 403), path
     assert TritonClassifier(digits_server.grpc_url).is_ready()
 
 
@@ -217,6 +217,18 @@ BAD_INPUTS = [
     ),
     BadInput("17 MB upload", "image", lambda png, s, b: png + bytes(17 * 2**20), "bytes, above the limit of"),
     BadInput(
+        "5 images of 6,000x6,000 in one request",
+        "image",
+        lambda png, s, b: [png_header_only(6_000, 6_000)] * 5,
+        "pixels together, above the limit of 144,000,000 per request",
+    ),
+    BadInput(
+        "5 uploads of 14 MB in one request",
+        "image",
+        lambda png, s, b: [png + bytes(14 * 2**20)] * 5,
+        "bytes together, above the limit of 67,108,864 per request",
+    ),
+    BadInput(
         "wrong dtype (float32 pixels)",
         "pixels",
         lambda png, s, b: np.zeros((1, s, s, 3), np.float32),
@@ -243,9 +255,11 @@ def send_raw(url: str, protocol: str, model: str, item) -> None:
         import tritonclient.grpc as module
     else:
         import tritonclient.http as module
-    if isinstance(item, bytes):
+    if isinstance(item, bytes | list):
+        items = item if isinstance(item, list) else [item]
         name, model_name = "image", f"{model}_image"
-        array = np.array([[item]], dtype=np.object_)
+        array = np.empty((len(items), 1), dtype=np.object_)
+        array[:, 0] = items
         datatype = "BYTES"
     else:
         from tritonclient.utils import np_to_triton_dtype

@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from serving.client import NO_RETRY, InferenceRejected, RetryPolicy, ServerUnreachable, TritonClassifier
-from serving.server import TritonServer, free_port
+from serving.server import TritonServer, Worker, free_port
 from serving.supervisor import Supervisor
 from triton_repository.image_preprocessing import prepare_image
 
@@ -242,10 +242,10 @@ class ReadinessLog:
 def victims(server: TritonServer, kind: str) -> dict[int, str]:
     if kind == "tritonserver":
         return {server.pid: "tritonserver"}
-    workers = server.workers()
+    workers = {pid: str(worker) for pid, worker in server.workers().items()}
     if kind == "every stub":
         return workers
-    return {pid: name for pid, name in workers.items() if re.fullmatch(rf"{kind}_\d+_\d+", name)}
+    return {pid: name for pid, name in workers.items() if re.match(rf"{kind}_\d+_\d+ of", name)}
 
 
 @pytest.mark.parametrize("kind", ["alexnet", "alexnet_preprocess", "every stub", "tritonserver"])
@@ -345,8 +345,10 @@ def test_the_container_health_script_finds_a_dead_stub_that_triton_calls_ready(o
         text=True,
     )
     try:
-        (stub,) = [pid for pid, name in own_server.workers().items() if name == "alexnet_0_0"]
-        os.kill(stub, signal.SIGKILL)
+        stubs = [pid for pid, worker in own_server.workers().items() if worker.model == "alexnet"]
+        assert stubs, own_server.workers()
+        for stub in stubs:  # every instance: the check probes each, but which one answers is Triton's choice
+            os.kill(stub, signal.SIGKILL)
         broken = run_health("check", "--url", url)
         assert broken.returncode == 1
         assert "alexnet_0_0" in broken.stderr and "not healthy" in broken.stderr, broken.stderr
@@ -479,3 +481,189 @@ def test_bench_soak_counts_failures_and_reports_the_servers_memory(digits_server
     )
     assert isinstance(nobody.exception, cli.ServingError) and "pgrep tritonserver" in str(nobody.exception)
 
+
+
+# ---- what a review found: rollouts must never end the server, deaths must be seen by version ----
+
+
+def copy_version(repository: Path, model: str, source: str, target: str, scratch: Path) -> Path:
+    """A new version folder in the source repository (file symlinks), made visible by one rename."""
+    staged = scratch / f"{model}-{target}"
+    shutil.copytree(repository / model / source, staged, copy_function=os.symlink)
+    os.rename(staged, repository / model / target)
+    return repository / model / target
+
+
+def rewrite_config(repository: Path, model: str, change) -> None:
+    from triton_repository.configs import read_config, write_config
+
+    config = read_config(repository / model)
+    change(config)
+    (repository / model / "config.pbtxt").unlink()  # a symlink into the session's repository
+    write_config(repository / model, config)
+
+
+def test_rollouts_never_end_the_server_and_deaths_are_seen_by_version(
+    digits_repository, digit_files, served_onnx_session, tmp_path
+):
+    """The review's points 4-6 on one server: a broken config.pbtxt is reported, not fatal; a version 2
+    worker's death is seen by its own version (instance names repeat across versions); lowering an
+    instance count is a rollout, not a death; a version that failed to load is tried again, and loads once
+    its file is fixed."""
+    from serving.supervisor import SETTLE_SECONDS
+
+    repository = tmp_path / "model_repository"
+    shutil.copytree(digits_repository, repository, copy_function=os.symlink)
+    image = digit_files.contents[0]
+    pixels = prepare_image(image, resize_size=64, image_size=64)[np.newaxis]
+    expected = reference_top1(served_onnx_session, pixels)[0]
+    lines: list[str] = []
+    with new_server(repository, tmp_path / "triton.log") as server:
+        supervisor = Supervisor(server, log=lines.append, rollout_every=0.3, retry_after=1.0)
+        stop = threading.Event()
+        watcher = threading.Thread(target=supervisor.run, kwargs={"stop": stop}, daemon=True)
+        watcher.start()
+        classifier = TritonClassifier(server.grpc_url, retry=RetryPolicy(deadline=60))
+        try:
+            # 4. a half-written config, then one that would change the model's inputs: each reported, and
+            # serving goes on as it was
+            config_file = repository / "alexnet" / "config.pbtxt"
+            good_config = config_file.read_text()
+            config_file.unlink()  # a symlink into the session's repository
+            for broken, message in (
+                (good_config[: good_config.index("\ninput")] + "\ninput { name: \"pix", "not a valid Triton"),
+                ('name: "alexnet"\nbackend: "onnxruntime"\nmax_batch_size: 8\n', "would change the served"),
+            ):
+                config_file.write_text(broken)
+                reported = wait_for_log(lines, message)
+                assert "version 1 keeps serving, unchanged" in reported, reported
+                assert watcher.is_alive(), "a bad config must not end the supervisor"
+                assert classifier.classify_pixels(pixels, top_k=1)[0][0].index == expected
+            config_file.write_text(good_config)
+
+            # 5. version 2's worker dies: seen by its version, not hidden by version 1's alexnet_0_0
+            copy_version(repository, "alexnet", "1", "2", tmp_path)
+            wait_for_log(lines, "alexnet: now serving version 2 (was 1)")
+            time.sleep(SETTLE_SECONDS + 1)
+            workers = server.workers()
+            assert ("1", "alexnet_0_0") in {(w.version, w.instance) for w in workers.values()}, workers
+            version_2 = Worker("alexnet", "2", "alexnet_0_0")  # version 1 runs an alexnet_0_0 too
+            (stub,) = [pid for pid, worker in workers.items() if worker == version_2]
+            os.kill(stub, signal.SIGKILL)
+            deadline = time.monotonic() + 120
+            while not supervisor.recoveries and time.monotonic() < deadline:
+                time.sleep(0.2)
+            (recovery,) = supervisor.recoveries
+            assert f"alexnet_0_0 of alexnet version 2 (pid {stub}) died" in recovery.failure, lines
+
+            # 5. more instances, then fewer: rollouts, not deaths
+            for count in (3, 1):
+                before = len([line for line in lines if "alexnet_preprocess: now serving" in line])
+
+                def set_count(config, count=count):
+                    config.instance_group[0].count = count
+
+                rewrite_config(repository, "alexnet_preprocess", set_count)
+                deadline = time.monotonic() + 120
+                while len([line for line in lines if "alexnet_preprocess: now serving" in line]) == before:
+                    assert time.monotonic() < deadline, lines
+                    time.sleep(0.2)
+                time.sleep(SETTLE_SECONDS + 1)
+                instances = [w for w in server.workers().values() if w.model == "alexnet_preprocess"]
+                assert len(instances) == count, instances
+            assert len(supervisor.recoveries) == 1, f"a rollout must not restart the server: {lines}"
+
+            # 6. a version that fails to load (a file not there yet) is tried again, and loads when fixed
+            version_3 = copy_version(repository, "alexnet", "1", "3", tmp_path)
+            real_graph = os.readlink(version_3 / "model.onnx")
+            (version_3 / "model.onnx").unlink()
+            (version_3 / "model.onnx").write_bytes(b"not yet an ONNX file")
+            refused = wait_for_log(lines, "alexnet version 3 not served")
+            assert "trying again in 1 s" in refused and "version 2 keeps serving" in refused, refused
+            temporary = version_3 / "model.onnx.fixed"
+            temporary.symlink_to(real_graph)
+            os.replace(temporary, version_3 / "model.onnx")
+            wait_for_log(lines, "alexnet: now serving version 3")
+            with Load(server.grpc_url, pixels, image, expected, NO_RETRY, threads=2) as load:
+                assert answered_by(server, load, ["2", "3"]) == ["3"]
+            assert not [outcome for outcome in load.outcomes if outcome.status], load.outcomes[:5]
+        finally:
+            stop.set()
+            watcher.join(timeout=60)
+            classifier.close()
+    assert len(supervisor.recoveries) == 1, lines
+
+
+def test_serve_keeps_serving_and_healing_when_the_reader_of_its_output_goes_away(digits_repository, tmp_path):
+    """`alexnet serve ... 2>&1 | head -1`: once the reader has gone, a worker killed is still healed (the
+    review saw the whole server die instead)."""
+    from serving.server import child_processes
+
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "alexnet_cli", "serve", "--repository", str(digits_repository),
+         "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    url = f"127.0.0.1:{http_port}"
+    try:
+        seen = b""
+        while b"Triton is ready" not in seen:
+            line = serve.stdout.readline()
+            assert line, f"alexnet serve ended while starting:\n{seen.decode(errors='replace')[-3000:]}"
+            seen += line
+        serve.stdout.close()  # the reader goes away, as `head -1` does
+        (triton,) = tritonservers(serve.pid)
+        stubs = child_processes(triton)
+        (alexnet_stub,) = [pid for pid in stubs if "alexnet_0_0" in Path(f"/proc/{pid}/cmdline").read_text()]
+        os.kill(alexnet_stub, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        healed = False
+        while time.monotonic() < deadline and serve.poll() is None:
+            time.sleep(0.5)
+            restarted = tritonservers(serve.pid) not in ([], [triton])
+            if restarted and not run_health("check", "--url", url).returncode:
+                healed = True
+                break
+        assert serve.poll() is None, "alexnet serve must outlive the reader of its output"
+        assert healed, "the killed worker was not healed within 120 s"
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+
+
+def tritonservers(parent: int) -> list[int]:
+    from serving.server import child_processes
+
+    found = []
+    for pid in child_processes(parent):
+        try:
+            if os.readlink(f"/proc/{pid}/exe").endswith("tritonserver"):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def test_a_log_file_on_a_full_disk_neither_blocks_nor_stops_the_server(digits_repository, digit_files, capfd):
+    """Writing --log-file fails (a full disk: /dev/full answers every write with ENOSPC): the server keeps
+    answering, says so once, and the thread that drains Triton's output keeps draining it (if it died, the
+    pipe would fill and Triton would block in write())."""
+    server = TritonServer(
+        digits_repository,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_file=Path("/dev/full"),
+        log_verbose=1,  # a few lines per request: the pipe's 64 KB fill within a few hundred requests
+    )
+    image = digit_files.contents[0]
+    with server, TritonClassifier(server.grpc_url, timeout=CALL_TIMEOUT, retry=NO_RETRY) as classifier:
+        for _ in range(400):
+            classifier.classify_bytes([image], top_k=1)
+        assert server._log_thread.is_alive(), "the log pump must survive a failing log file"
+    errors = capfd.readouterr().err
+    assert errors.count("cannot write the log file /dev/full: No space left on device") == 1, errors[-2000:]

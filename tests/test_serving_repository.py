@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import socket
@@ -73,7 +74,7 @@ def test_onnx_models_become_python_models_with_the_same_config(digits_repository
     for name in ("alexnet_preprocess", "alexnet_image"):
         assert read_config(scratch / name) == read_config(digits_repository / name)
     assert (
-        "alexnet: serving its ONNX model on ONNX Runtime (CPU execution provider, 1 instance(s) x "
+        "alexnet: serving its ONNX model on ONNX Runtime (CPU execution provider, 2 instance(s) x "
         "2 thread(s)) in the Python backend, in place of the onnxruntime backend (the local server has no "
         "onnxruntime backend)"
     ) in notes
@@ -145,14 +146,48 @@ def test_an_unusable_repository_says_how_to_make_one(tmp_path, make, message):
     assert "alexnet export onnx" in str(error.value)
 
 
-def test_server_binds_loopback_with_model_control_behind_the_admin_key(tmp_path):
+def test_server_binds_loopback_polls_its_copy_and_closes_the_admin_apis(tmp_path):
+    from triton_repository.server_flags import CLOSED_HEADER, CLOSED_VALUE
+
     server = TritonServer(tmp_path, http_port=1, grpc_port=2, metrics_port=3)
     command = server.command(tmp_path / "models", tmp_path / "backends")
     for flag in ("--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
-                 "--model-control-mode=explicit", "--load-model=*"):  # fmt: skip
+                 "--model-control-mode=poll"):  # fmt: skip
         assert flag in command
-    assert any(arg.startswith("--http-restricted-api=model-repository,") for arg in command)
-    assert any(arg.startswith("--grpc-restricted-protocol=model-repository,") for arg in command)
+    closed = f"model-repository,shared-memory,trace,logging:{CLOSED_HEADER}={CLOSED_VALUE}"
+    assert f"--http-restricted-api={closed}" in command
+    assert f"--grpc-restricted-protocol={closed}" in command
+
+
+def test_generated_files_are_never_written_through_a_symlink_into_the_source(digits_repository, tmp_path):
+    """The copy's files are symlinks into the source repository; files the server generates in the copy
+    (a substitute's model.py and settings) must replace those links, not write through them."""
+    repository = tmp_path / "repository"
+    shutil.copytree(digits_repository, repository, symlinks=True)
+    version = repository / "alexnet" / "1"
+    leftovers = {name: f"left here by someone: {name}\n" for name in ("model.py", SETTINGS_FILE)}
+    for name, text in leftovers.items():
+        (version / name).write_text(text)
+    prepare_repository(repository, tmp_path / "scratch" / "models", settings=CPU_ONLY)
+    for name, text in leftovers.items():
+        assert (version / name).read_text() == text, f"{name} in the source repository was overwritten"
+    served = tmp_path / "scratch" / "models" / "alexnet" / "1"
+    assert not (served / "model.py").is_symlink() and "TritonPythonModel" in (served / "model.py").read_text()
+    assert json.loads((served / SETTINGS_FILE).read_text())["onnx_file"] == "model.onnx"
+
+
+def test_the_copy_compiles_model_sources_ahead_and_records_providers_outside_it(digits_repository, tmp_path):
+    """Triton polls the copy and reloads a model whose folder changes: nothing may be written into it once
+    it serves (a stub's __pycache__, a session's provider record)."""
+    scratch = tmp_path / "scratch"
+    prepare_repository(digits_repository, scratch / "models", settings=CPU_ONLY)
+    for name in ("alexnet", "alexnet_preprocess"):
+        (source,) = (scratch / "models" / name / "1").glob("model.py")
+        assert importlib.util.cache_from_source(str(source)) in {
+            str(path) for path in (source.parent / "__pycache__").iterdir()
+        }
+    settings = json.loads((scratch / "models" / "alexnet" / "1" / SETTINGS_FILE).read_text())
+    assert Path(settings["provider_record_dir"]) == scratch / "providers" / "alexnet" / "1"
 
 
 @pytest.mark.slow

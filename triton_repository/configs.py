@@ -38,9 +38,28 @@ DEFAULT_MAX_BATCH_SIZE = 64
 # at concurrency 1. Under load the queue itself forms the batches; a delay pays only where a batch's fixed
 # cost dominates (measure on the GPU, then export with --queue-delay-us).
 DEFAULT_QUEUE_DELAY_MICROSECONDS = 0
-# Decoding JPEGs is CPU work; a GPU host has cores to spare for it, a CPU-only host needs them for
-# the network.
-PREPROCESS_INSTANCES = {"gpu": 4, "cpu": 1}
+# Overload sheds load instead of queueing without bound: a request that finds QUEUED_BATCHES full batches
+# already waiting is refused at once with UNAVAILABLE (HTTP 503, "Exceeds maximum queue size"), which
+# clients retry after a backoff; one that has waited QUEUE_TIMEOUT_MICROSECONDS is refused the same way
+# ("Request timeout expired"), and a client may ask for less with the request's own timeout. Two batches
+# keep the instances fed and bound the wait of an accepted request by about two batch times. Measured with
+# `alexnet bench` at concurrency 700 (docs/serving.md, "Overload").
+QUEUED_BATCHES = 2
+QUEUE_TIMEOUT_MICROSECONDS = 2_000_000
+# One request may carry up to max_batch_size images, each within the per-image limits (16 MiB, 36 MP); a
+# request's images together are held to these, so that one request cannot keep the preprocessing busy for
+# long (64 flat 6000x6000 PNGs of 35 KB each took ~30 s to decode): 144 MP decode in about 2 s on one
+# core. 64 MiB is also what newer Tritons accept as an HTTP body by default (--http-max-input-size).
+MAX_REQUEST_PIXELS = 4 * MAX_IMAGE_PIXELS
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# Two instances of the network on each device: one can take the next batch while the other finishes.
+# With a bounded queue (above) this matters on Triton 2.51: a queue policy turns off the batcher's
+# prefetching, and a request that arrives while the only instance is still finishing its previous batch
+# then waits for the batcher's 500 ms timer. Measured (docs/serving.md, "Overload"): with two instances,
+# each given every core, no such wait at concurrency 1, and more images/s at 64 and 700.
+NETWORK_INSTANCES = 2
+# Decoding JPEGs is CPU work; a GPU host has cores to spare for it. Two on a CPU host: see above.
+PREPROCESS_INSTANCES = {"gpu": 4, "cpu": 2}
 QUANTIZATION_PARAMETER = "quantization"
 PRECISION_PARAMETER = "precision"  # a plan's: FP16 or FP32
 SERVED_VERSIONS = 2  # the new version and the one before it (rollouts and rollbacks: docs/serving.md)
@@ -88,6 +107,15 @@ def _keep_previous_version(config: mc.ModelConfig) -> None:
     config.version_policy.latest.num_versions = SERVED_VERSIONS
 
 
+def _bound_the_queue(config: mc.ModelConfig) -> None:
+    """Refuse what the model cannot serve in time (QUEUED_BATCHES, QUEUE_TIMEOUT_MICROSECONDS)."""
+    policy = config.dynamic_batching.default_queue_policy
+    policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    policy.default_timeout_microseconds = QUEUE_TIMEOUT_MICROSECONDS
+    policy.allow_timeout_override = True
+    policy.max_queue_size = QUEUED_BATCHES * max(1, config.max_batch_size)
+
+
 def _set_parameters(config: mc.ModelConfig, values: dict[str, str]) -> None:
     for key, value in values.items():
         config.parameters[key].string_value = value
@@ -103,8 +131,9 @@ def _add_pixel_model_parts(
     config.output.append(_probabilities_output(card))
     config.dynamic_batching.SetInParent()
     config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
+    _bound_the_queue(config)
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
-    config.instance_group.append(mc.ModelInstanceGroup(kind=kind, count=1))
+    config.instance_group.append(mc.ModelInstanceGroup(kind=kind, count=NETWORK_INSTANCES))
     size = card.image_size
     for batch_size in sorted({1, max_batch_size}):
         warmup = config.model_warmup.add(name=f"random_pixels_batch_{batch_size}", batch_size=batch_size)
@@ -195,6 +224,7 @@ def preprocess_config(name: str, card: ModelCard, *, max_batch_size: int, device
     config.input.append(mc.ModelInput(name=IMAGE_INPUT_NAME, data_type=mc.TYPE_STRING, dims=[1]))
     config.output.append(mc.ModelOutput(name=INPUT_NAME, data_type=mc.TYPE_UINT8, dims=[size, size, 3]))
     config.dynamic_batching.SetInParent()  # hands each execute() all queued requests, no waiting
+    _bound_the_queue(config)
     config.instance_group.append(
         mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=PREPROCESS_INSTANCES[device])
     )
@@ -205,6 +235,8 @@ def preprocess_config(name: str, card: ModelCard, *, max_batch_size: int, device
             "resize_size": str(card.resize_size),
             "max_image_bytes": str(MAX_IMAGE_BYTES),
             "max_image_pixels": str(MAX_IMAGE_PIXELS),
+            "max_request_bytes": str(MAX_REQUEST_BYTES),
+            "max_request_pixels": str(MAX_REQUEST_PIXELS),
         },
     )
     return config
@@ -323,6 +355,13 @@ def _explanation(config: mc.ModelConfig) -> str:
                 else " (--queue-delay-us)"
             ),
         ]
+    if config.dynamic_batching.HasField("default_queue_policy"):
+        policy = config.dynamic_batching.default_queue_policy
+        lines.append(
+            f"# queue: at most {policy.max_queue_size} requests wait, each at most "
+            f"{policy.default_timeout_microseconds / 1e6:g} s; the rest are refused at once with UNAVAILABLE "
+            "(HTTP 503), which clients retry after a backoff"
+        )
     for group in config.instance_group:
         kind = mc.ModelInstanceGroup.Kind.Name(group.kind)
         lines.append(

@@ -20,7 +20,6 @@ import triton_python_backend_utils as pb_utils
 from common.onnx_session import open_session
 
 SETTINGS_FILE = "substitute.json"
-PROVIDER_FILE = "execution_provider.json"  # what the session runs on, read back; the server announces it
 
 
 class TritonPythonModel:
@@ -64,8 +63,12 @@ class TritonPythonModel:
         )
         if not providers.as_asked:
             pb_utils.Logger.log_warn(providers.line(self.model_name))
+        # What the session runs on, read back; the server announces it. Written outside the model's folder:
+        # Triton polls that folder and would reload the model for every file written into it.
         instance = args.get("model_instance_name") or self.model_name
-        record = version_dir / f"{instance}.{PROVIDER_FILE}"
+        records = Path(settings["provider_record_dir"])
+        records.mkdir(parents=True, exist_ok=True)
+        record = records / f"{instance}.json"
         record.write_text(json.dumps({"asked": providers.asked, "running": providers.running}))
 
     def _warm_up(self) -> float:

@@ -2,25 +2,28 @@
 image's entry point (serving/docker/entrypoint.sh), which prints it with
 
     python3 -m triton_repository.server_flags --image --repository DIR [--repository DIR ...] \\
-        --http-port 8000 --grpc-port 8001 --metrics-port 8002 --exit-timeout-secs 30 [--admin-key KEY]
+        --http-port 8000 --grpc-port 8001 --metrics-port 8002 --exit-timeout-secs 30
 
-(one flag per line; a random admin key when none is given).
+(one flag per line). Nothing in it is secret: the command line of a process is readable by every local
+user (/proc/PID/cmdline), so no key, password or token may ever be one of these flags.
 """
 
 from __future__ import annotations
 
 import argparse
-import secrets
 
-ADMIN_HEADER = "alexnet-admin-key"
-# Endpoints nobody needs from outside: repository index/load/unload, shared-memory registration, trace and
-# log settings. They answer only with the admin header, whose value is a random secret per start unless
-# the operator sets one.
-RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
-
-
-def random_admin_key() -> str:
-    return secrets.token_hex(16)
+# Endpoints no client of ours needs: repository index/load/unload, shared-memory registration, trace and
+# log settings. Shared-memory registration lets a caller make the server map any region its user can
+# open (the Python backend's own included), and the repository API loads models: code execution. Triton
+# can only restrict an endpoint to requests carrying a header, so these get a header no client can send:
+# its name has capital letters, which HTTP/2 (gRPC) refuses in a header name, and its value a line break,
+# which no HTTP/1 header value can hold. Visible on the command line, it still opens nothing, to anyone.
+# (Rollouts need no API: `alexnet serve` lets Triton poll its private copy of the repository.)
+CLOSED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+CLOSED_HEADER = "Alexnet-Closed"
+CLOSED_VALUE = "no\nclient"
+# How often the local server's Triton looks for new, changed or removed versions in its copy.
+REPOSITORY_POLL_SECONDS = 2
 
 
 def tritonserver_flags(
@@ -29,7 +32,6 @@ def tritonserver_flags(
     http_port: int,
     grpc_port: int,
     metrics_port: int,
-    admin_key: str,
     exit_timeout_secs: int,
     image: bool,
     host: str | None = None,
@@ -41,20 +43,24 @@ def tritonserver_flags(
         # The image serves the models it starts with; ready means every one of them is ready.
         flags += ["--model-control-mode=none", "--strict-readiness=true"]
     else:
-        # Explicit control, every model loaded at start: serving/supervisor.py loads new versions
-        # through the (admin-key) repository API when `alexnet export onnx` adds them.
-        # Triton 2.51's strict readiness stays false once any version was unloaded (measured:
-        # after a rollout from version 1 to 2); models' own readiness and serving/health.py's
-        # check tell the truth instead. Endpoints still open only once every model is loaded.
-        flags += ["--model-control-mode=explicit", "--load-model=*", "--strict-readiness=false"]
+        # Poll mode: Triton loads new versions from its copy of the repository by itself, which
+        # serving/supervisor.py changes by atomic renames when `alexnet export onnx` adds a version.
+        # Triton 2.51's strict readiness stays false once any version was unloaded (measured: after a
+        # rollout from version 1 to 2); models' own readiness and serving/health.py's check tell the
+        # truth instead. Endpoints still open only once every model is loaded.
+        flags += [
+            "--model-control-mode=poll",
+            f"--repository-poll-secs={REPOSITORY_POLL_SECONDS}",
+            "--strict-readiness=false",
+        ]
     flags += ["--exit-on-error=true", "--disable-auto-complete-config"]
     for endpoint, port in (("http", http_port), ("grpc", grpc_port), ("metrics", metrics_port)):
         flags += [f"--{endpoint}-address={host}"] if host is not None else []
         flags.append(f"--{endpoint}-port={port}")
-    restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={admin_key}"
+    closed = f"{','.join(CLOSED_APIS)}:{CLOSED_HEADER}={CLOSED_VALUE}"
     flags += [
-        f"--http-restricted-api={restricted}",
-        f"--grpc-restricted-protocol={restricted}",
+        f"--http-restricted-api={closed}",
+        f"--grpc-restricted-protocol={closed}",
         f"--exit-timeout-secs={exit_timeout_secs}",
     ]
     if image:
@@ -69,7 +75,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--metrics-port", type=int, required=True)
     parser.add_argument("--exit-timeout-secs", type=int, required=True)
-    parser.add_argument("--admin-key", default="", help="default: a random one")
     parser.add_argument("--image", action="store_true", help="the production image's flags")
     args = parser.parse_args(argv)
     flags = tritonserver_flags(
@@ -77,11 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
-        admin_key=args.admin_key or random_admin_key(),
         exit_timeout_secs=args.exit_timeout_secs,
         image=args.image,
     )
-    print("\n".join(flags))
+    # NUL-separated: the closed header's value holds a line break, so lines cannot carry the flags.
+    print("\0".join(flags), end="")
 
 
 if __name__ == "__main__":

@@ -15,13 +15,16 @@
 #   ALEXNET_TRT_PRECISION     fp16 | fp32 for the plan
 #   ALEXNET_CACHE_DIR         where plans are cached: mount a volume here
 #   ALEXNET_HTTP_PORT, ALEXNET_GRPC_PORT, ALEXNET_METRICS_PORT
-#   ALEXNET_ADMIN_KEY         the value of the alexnet-admin-key header that unlocks the restricted APIs
-#                             (random per start when unset, which keeps them closed)
 #   ALEXNET_EXIT_TIMEOUT_SECS how long SIGTERM waits for in-flight requests
 #   ALEXNET_HEALTH_WATCH      on | off: once Triton is ready, health.py checks every few seconds that every
 #                             model answers and stops Triton when one does not (a dead Python-backend stub),
 #                             so that Docker's restart policy or Kubernetes starts the container again
-#   ALEXNET_DRY_RUN=1         print the tritonserver command instead of running it
+#   ALEXNET_DRY_RUN=1         print the tritonserver command instead of running it (NUL-separated)
+#
+# The image's ENTRYPOINT runs this under tini, so tritonserver is not PID 1: a PID 1 ignores every signal it
+# has no handler for, SIGKILL from inside the container included, and the health watcher's SIGKILL would
+# do nothing. No secret is passed on tritonserver's command line: the admin APIs are closed to everyone
+# (triton_repository/server_flags.py), and nothing in this image needs them.
 set -euo pipefail
 
 MODEL_REPOSITORY="${ALEXNET_MODEL_REPOSITORY:-/opt/alexnet/model_repository}"
@@ -63,7 +66,7 @@ build_plan() {
 
 serve() {
     local repositories=("--repository=${MODEL_REPOSITORY}")
-    local plan_repository flags_text flags
+    local plan_repository flags
     check_repository
     case "${HEALTH_WATCH}" in
         on | off) ;;
@@ -77,14 +80,14 @@ serve() {
             ;;
         *) fail "ALEXNET_TRT_PLAN must be off or build, not '${TRT_PLAN}'" ;;
     esac
-    # A random admin key when ALEXNET_ADMIN_KEY is unset.
-    flags_text="$(python_with_package -m triton_repository.server_flags --image "${repositories[@]}" \
-        --http-port="${HTTP_PORT}" --grpc-port="${GRPC_PORT}" --metrics-port="${METRICS_PORT}" \
-        --exit-timeout-secs="${EXIT_TIMEOUT_SECS}" --admin-key="${ALEXNET_ADMIN_KEY:-}")"
-    mapfile -t flags <<<"${flags_text}"
+    # NUL-separated: one flag's value holds a line break (the closed APIs' header).
+    mapfile -d '' -t flags < <(python_with_package -m triton_repository.server_flags --image \
+        "${repositories[@]}" --http-port="${HTTP_PORT}" --grpc-port="${GRPC_PORT}" \
+        --metrics-port="${METRICS_PORT}" --exit-timeout-secs="${EXIT_TIMEOUT_SECS}")
+    ((${#flags[@]} > 0)) || fail "could not build the tritonserver command (see the error above)"
     local command=(tritonserver "${flags[@]}" "$@")
     if [[ "${ALEXNET_DRY_RUN:-0}" == "1" ]]; then
-        printf '%s\n' "${command[@]}"
+        printf '%s\0' "${command[@]}"
         return 0
     fi
     if [[ "${HEALTH_WATCH}" == "on" ]]; then

@@ -3,6 +3,8 @@ in-graph normalisation is the model card's, and the parity comparison counts wha
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -56,3 +58,68 @@ def test_smoothness_tells_random_kernels_from_smooth_ones():
     edges = (ramp.view(1, 1, 1, 11) * torch.randn(64, 3, 1, 1)).expand(64, 3, 11, 11)
     assert abs(smoothness(random)) < 0.1
     assert smoothness(edges) > 0.9
+
+
+# -- the repository commit: durable, and whole models only --------------------------------------------------
+
+
+def _staged_update(repository):
+    """An update of `repository` staging version 1 of a new model `m` (a file and its config)."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from export.repository import RepositoryUpdate
+
+    update = RepositoryUpdate(repository)
+    (update.version_dir("m", 1) / "model.onnx").write_bytes(b"graph")
+    update.add_config(mc.ModelConfig(name="m", backend="python"), labels=False)
+    return update
+
+
+def test_commit_puts_every_file_on_disk_before_the_first_rename_and_the_renames_after(tmp_path, monkeypatch):
+    """A crash or a power cut must never leave a renamed folder whose files were still in the page cache."""
+    import os
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(source, target):
+        events.append(("rename", str(target)))
+        real_rename(source, target)
+
+    repository = tmp_path / "repository"
+    with _staged_update(repository) as update:
+        staged_file = str(update.staging / "m" / "1" / "model.onnx")
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "rename", rename)
+        update.commit()
+    first_rename = next(i for i, (kind, _) in enumerate(events) if kind == "rename")
+    synced_before = {path for kind, path in events[:first_rename] if kind == "fsync"}
+    assert staged_file in synced_before and str(Path(staged_file).parent) in synced_before
+    synced_after = {path for kind, path in events[first_rename:] if kind == "fsync"}
+    assert str(repository) in synced_after, "the rename into REPO must be made durable too"
+    assert (repository / "m" / "1" / "model.onnx").read_bytes() == b"graph"
+
+
+def test_a_new_model_arrives_whole_with_its_config(tmp_path, monkeypatch):
+    """A model folder without config.pbtxt stops the image's Triton: a new model is one rename, so a crash
+    leaves it either absent or complete."""
+    import os
+
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    real_rename = os.rename
+    renames = []
+
+    def rename(source, target):
+        renames.append(Path(target))
+        real_rename(source, target)
+
+    with _staged_update(repository) as update:
+        monkeypatch.setattr(os, "rename", rename)
+        update.commit()
+    assert renames == [repository / "m"]
+    assert (repository / "m" / "config.pbtxt").is_file()
