@@ -74,6 +74,7 @@ def commands_in_line(line: str, page: str, number: int) -> list[DocCommand]:
     """The commands of one shell line: split at `&&`, `;`, `|` and `&`, comments and `$(...)` left out."""
     line = re.sub(r"\$\([^)]*\)", "VALUE", line)  # `--server-pid $(pgrep -n tritonserver)`
     line = re.sub(r"<[^<>]*>", "VALUE", line)  # `--weights <a state dict of ...>`
+    line = re.sub(r"\s\d*>>?\s*(&\d+|\S+)", " ", line)  # a redirection: `2> serve.log`, `2>&1`
     line = re.sub(r"(?<=\S)\[(--)", r" [\1", line)  # `IMAGE...[--url ...]`: keep brackets separate
     try:
         words = shlex.split(line, comments=True)
