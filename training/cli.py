@@ -16,7 +16,7 @@ from training.config import TrainConfig
 
 Architecture = Literal["torchvision", "paper"]
 Device = Literal["auto", "cpu", "cuda"]
-RecipeName = Literal["quickstart", "paper", "torchvision"]
+RecipeName = Literal["quickstart", "fashion-mnist", "paper", "torchvision"]
 
 
 def option(name: str, *flags: str) -> Any:
@@ -32,7 +32,8 @@ def option(name: str, *flags: str) -> Any:
 def train(
     recipe: Annotated[RecipeName | None, option("recipe")] = None,
     data: Annotated[str | None, option("data")] = None,
-    out: Annotated[Path, option("out")] = Path(TrainConfig.out),
+    data_dir: Annotated[Path | None, option("data_dir")] = None,
+    out: Annotated[Path | None, option("out")] = None,
     arch: Annotated[Architecture | None, option("arch")] = None,
     epochs: Annotated[int | None, option("epochs")] = None,
     batch_size: Annotated[int | None, option("batch_size")] = None,
@@ -44,7 +45,7 @@ def train(
     optimizer: Annotated[Literal["adamw", "sgd"] | None, option("optimizer")] = None,
     schedule: Annotated[Literal["cosine", "step", "plateau"] | None, option("schedule")] = None,
     augmentation: Annotated[
-        Literal["paper", "torchvision", "shift", "none"] | None, option("augmentation")
+        Literal["paper", "torchvision", "shift", "shift-flip", "none"] | None, option("augmentation")
     ] = None,
     ten_crop: Annotated[bool | None, option("ten_crop", "--ten-crop/--centre-crop")] = None,
     workers: Annotated[int | None, option("workers")] = None,
@@ -65,10 +66,12 @@ def train(
     For several processes (DDP: NCCL on GPUs, gloo on CPUs): torchrun --nproc_per_node=N -m training ...
 
     Example: alexnet train --data digits --out runs/digits
+    Example: alexnet train --data fashion-mnist --out runs/fashion-mnist
     Example: alexnet train --recipe paper --data /data/imagenet --out runs/imagenet-paper
     """
     given = dict(locals())  # the options, named as TrainConfig's fields (None: not given)
-    given |= {"out": str(out), "init": str(init) if init else None, "compile": compile or None}
+    given |= {"out": str(out or config.default_out(data)), "init": str(init) if init else None, "compile": compile or None}
+    given["data_dir"] = str(data_dir) if data_dir else None
     del given["resume"]
     from training.loop import run_command
 
