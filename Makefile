@@ -15,11 +15,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The browser tests drive Debian's Chromium; Playwright never downloads one.
+# The browser tests drive Debian's Chromium; Playwright never downloads one. The Fashion-MNIST tests read
+# Debian's dataset-fashion-mnist (its IDX files in /usr/share/datasets/fashion-mnist).
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 setup-test: setup
 	@if [ ! -x /usr/bin/chromium ]; then \
 		echo "installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@if [ ! -f $(FASHION_MNIST) ]; then \
+		echo "installing Debian's dataset-fashion-mnist for the Fashion-MNIST tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	fi
 
 run: setup

@@ -1,9 +1,10 @@
 """`alexnet quickstart`: from a fresh clone to a page in the browser, each stage run like a user would.
 
-Train the digits model if there is none, export it unless the repository already serves these
-weights, start Triton, classify validation digits over HTTP and gRPC as a self-check, then open the
-demo and serve until Ctrl-C. Training and export run as `alexnet` subprocesses (the quickstart
-itself never imports torch); `--check` does it all once, checks the page through its API, and exits.
+Train the digits model (or with `--data fashion-mnist` the Fashion-MNIST one) if there is none, export it
+unless the repository already serves these weights, start Triton, classify its validation images over
+HTTP and gRPC as a self-check, then open the demo and serve until Ctrl-C. Training and export run as
+`alexnet` subprocesses (the quickstart itself never imports torch); `--check` does it all once, checks the
+page through its API, and exits.
 """
 
 from __future__ import annotations
@@ -28,15 +29,45 @@ if TYPE_CHECKING:
     from common.model_card import ModelCard
 
 SCORE_TOLERANCE = 1e-3  # HTTP+pixels and gRPC+server-side preprocessing must agree to this
-TOP1_TOLERANCE = 0.01  # served vs recorded validation top-1 (ONNX Runtime may flip a borderline digit or two)
-MIN_SERVED_TOP1 = 0.5  # below this the model has not learned digits (chance is 10%): the check fails
+TOP1_TOLERANCE = 0.01  # served vs recorded validation top-1 (ONNX Runtime may flip a borderline image or two)
+MIN_SERVED_TOP1 = 0.5  # below this the model has not learned its classes (chance is 10%): the check fails
 WEAK_SERVED_TOP1 = 0.8  # below this the quickstart says the model is weak and how to train it better
+
+
+@dataclass(frozen=True)
+class QuickstartData:
+    """What the quickstart trains on, and what it calls things."""
+
+    name: str  # --data: "digits" or "fashion-mnist"
+    model: str  # "the digits model"
+    images: str  # what the self-check classifies: "validation digits"
+    model_dir: Path  # the defaults of --model-dir and --repository
+    repository: Path
+
+
+DATA = {
+    "digits": QuickstartData(
+        "digits", "the digits model", "validation digits", Path("runs/digits"), Path("model_repository")
+    ),
+    "fashion-mnist": QuickstartData(
+        "fashion-mnist", "the Fashion-MNIST model", "Fashion-MNIST test photos", Path("runs/fashion-mnist"),
+        Path("model_repository_fashion_mnist"),
+    ),
+}  # fmt: skip
+
+
+def quickstart_data(name: str) -> QuickstartData:
+    if name not in DATA:
+        raise DemoError(f"--data {name}: the quickstart trains on {' or '.join(DATA)}")
+    return DATA[name]
 
 
 @dataclass(frozen=True)
 class QuickstartSettings:
     model_dir: Path = Path("runs/digits")
     repository: Path = Path("model_repository")
+    data: str = "digits"  # a key of DATA
+    data_dir: Path | None = None  # --data-dir for fashion-mnist (default: Debian's folder)
     name: str = "alexnet"
     host: str = "127.0.0.1"  # where the page listens; Triton always listens on 127.0.0.1 here
     http_port: int = 8000  # 0: any free port; a taken port falls back to a free one
@@ -72,12 +103,23 @@ def run_alexnet(*arguments: str) -> None:
         raise DemoError(f"`alexnet {' '.join(arguments)}` failed with status {status}: see its output above")
 
 
-def ensure_trained(model_dir: Path, say: Callable[[str], None]) -> None:
+def ensure_trained(settings: QuickstartSettings, say: Callable[[str], None]) -> None:
+    from common.model_card import ModelCard  # standard library only, no torch
+
+    model_dir = settings.model_dir
     if (model_dir / "model.json").is_file():
         say(f"    using the trained model in {model_dir} (delete it to train again)")
+        card = ModelCard.load(model_dir)
+        if card.dataset == "digits" and card.input_conversion == "none":
+            say(
+                f"    note: {model_dir} was trained before models named their input conversion: it reads "
+                f"photos and drawings of digits badly; `rm -r {model_dir}` and run this again to retrain it"
+            )
         return
-    say(f"    no model.json in {model_dir}: training the digits model")
-    run_alexnet("train", "--data", "digits", "--out", str(model_dir))
+    data = quickstart_data(settings.data)
+    say(f"    no model.json in {model_dir}: training {data.model}")
+    where = ["--data-dir", str(settings.data_dir)] if settings.data_dir else []
+    run_alexnet("train", "--data", data.name, *where, "--out", str(model_dir))
 
 
 def served_weights_sha256(repository: Path, name: str) -> dict[str, str]:
@@ -150,22 +192,42 @@ def port_or_free(port: int, say: Callable[[str], None]) -> int:
             return chosen
 
 
-def self_check(
-    http_url: str, grpc_url: str, name: str, recorded_top1: float | None, say: Callable[[str], None]
-) -> None:
-    """Through the real server: one validation digit per class over HTTP (pixels prepared here) and over
+def example_files(card: ModelCard) -> list[Path]:
+    """One validation image per class as PNG files: the page's examples."""
+    from demo.examples import digit_example_files, fashion_example_files
+
+    return fashion_example_files() if card.dataset == "fashion-mnist" else digit_example_files()
+
+
+def validation_images(card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
+    """The split training validated on, as uint8 grey images [N, H, W] and labels: the digits' validation
+    scans, or Fashion-MNIST's test split from the folder the model was trained from."""
+    if card.dataset == "fashion-mnist":
+        from training import fashion_mnist  # torch-free
+
+        folder = fashion_mnist.check_files(card.training.get("data_dir"))
+        images_file, labels_file = fashion_mnist.FILES["test"]
+        return fashion_mnist.read_idx(folder / images_file), fashion_mnist.read_idx(folder / labels_file)
+    from demo.examples import validation_digits
+
+    return validation_digits()
+
+
+def self_check(http_url: str, grpc_url: str, name: str, card: ModelCard, say: Callable[[str], None]) -> None:
+    """Through the real server: one validation image per class over HTTP (pixels prepared here) and over
     gRPC (the PNG, prepared by the server) must agree; then the whole validation split must score the
     top-1 that training recorded in model.json (a difference is train/serve skew)."""
-    from demo.examples import digit_example_files
     from serving.client import TritonClassifier
 
-    files = digit_example_files()
+    files = example_files(card)
+    what = DATA[card.dataset].images if card.dataset in DATA else "validation images"
+    recorded_top1 = card.metrics.get("top1")
     with TritonClassifier(http_url, protocol="http", model=name) as http_client:
         over_http = http_client.classify_files(files, send="pixels")
     with TritonClassifier(grpc_url, protocol="grpc", model=name) as grpc_client:
         over_grpc = grpc_client.classify_files(files, send="bytes")
-        served_top1, count = served_validation_top1(grpc_client)
-    say(f"    {'validation digit':<24} {'HTTP (pixels)':<18} gRPC (PNG bytes)")
+        served_top1, count = served_validation_top1(grpc_client, *validation_images(card))
+    say(f"    {'validation image':<24} {'HTTP (pixels)':<18} gRPC (PNG bytes)")
     for path, http_top, grpc_top in zip(files, over_http, over_grpc, strict=True):
         say(f"    {path.name:<24} {_top1(http_top):<18} {_top1(grpc_top)}")
         same_label = http_top[0].label == grpc_top[0].label
@@ -177,41 +239,40 @@ def self_check(
             )
     say("    HTTP and gRPC agree")
     recorded = f"{recorded_top1:.2%}" if recorded_top1 is not None else "not recorded"
-    say(f"    served top-1 on the {count} validation digits: {served_top1:.2%} (model.json: {recorded})")
+    say(f"    served top-1 on the {count} {what}: {served_top1:.2%} (model.json: {recorded})")
     if recorded_top1 is not None and abs(served_top1 - recorded_top1) > TOP1_TOLERANCE:
         raise DemoError(
-            f"the served model scores {served_top1:.2%} top-1 on the validation digits, training recorded "
+            f"the served model scores {served_top1:.2%} top-1 on the {what}, training recorded "
             f"{recorded_top1:.2%}: the served repository does not match the model folder, or serving "
             "prepares images differently from training; export again with `alexnet export onnx`"
         )
     if served_top1 < WEAK_SERVED_TOP1:
         advice = (
-            f"the model gets only {served_top1:.2%} of the validation digits right: train it again "
-            "(delete the model folder, or run `alexnet train --data digits --out DIR --epochs N` with "
-            "more epochs)"
+            f"the model gets only {served_top1:.2%} of the {what} right: train it again (delete the "
+            f"model folder, or run `alexnet train --data {card.dataset} --out DIR --epochs N` with more "
+            "epochs)"
         )
         if served_top1 < MIN_SERVED_TOP1 or recorded_top1 is None:
             raise DemoError(advice)
         say(f"    note: {advice}")
 
 
-def served_validation_top1(client) -> tuple[float, int]:
-    """Top-1 accuracy of the served model on the digits validation split, and the number of digits."""
+def served_validation_top1(client, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+    """Top-1 accuracy of the served model on grey validation images (uint8 [N, H, W], as training saw them:
+    no input conversion), and their number."""
     from PIL import Image
 
-    from demo.examples import validation_digits
     from triton_repository.image_preprocessing import resize_and_crop
 
     model = client.model_info()
-    images, labels = validation_digits()
     pixels = np.stack(
         [
             resize_and_crop(
-                Image.fromarray(scan, mode="L").convert("RGB"),
+                Image.fromarray(image, mode="L").convert("RGB"),
                 resize_size=model.resize_size,
                 image_size=model.image_size,
             )
-            for scan in images
+            for image in images
         ]
     )
     answers = client.classify_pixels(pixels, top_k=1)
@@ -223,14 +284,12 @@ def _top1(predictions) -> str:
     return f"{predictions[0].label} ({predictions[0].score:.1%})"
 
 
-def check_page(url: str, client, say: Callable[[str], None]) -> None:
-    """Call the running page's API as a browser would, with one validation digit: it must show the answer
+def check_page(url: str, client, card: ModelCard, say: Callable[[str], None]) -> None:
+    """Call the running page's API as a browser would, with one validation image: it must show the answer
     that Triton gives directly."""
     from gradio_client import Client, handle_file
 
-    from demo.examples import digit_example_files
-
-    example = digit_example_files()[3]
+    example = example_files(card)[3]
     expected = client.classify_files([example], top_k=1)[0][0].label
     label, details = Client(url, verbose=False).predict(handle_file(str(example)), api_name="/classify_image")
     if label.get("label") != expected:
@@ -255,8 +314,8 @@ def run_quickstart(settings: QuickstartSettings, *, check: bool, say: Callable[[
     from serving.server import TritonServer
 
     clock = Stopwatch(say)
-    with clock.stage(f"1/5 the digits model in {settings.model_dir}"):
-        ensure_trained(settings.model_dir, say)
+    with clock.stage(f"1/5 {quickstart_data(settings.data).model} in {settings.model_dir}"):
+        ensure_trained(settings, say)
     with clock.stage(f"2/5 the Triton model repository {settings.repository}"):
         card = ensure_exported(settings.model_dir, settings.repository, settings.name, say)
     server = TritonServer(
@@ -271,15 +330,15 @@ def run_quickstart(settings: QuickstartSettings, *, check: bool, say: Callable[[
         with clock.stage("3/5 starting Triton"):
             server.start()
             server.wait_until_ready()
-        with clock.stage("4/5 self-check: validation digits over HTTP and gRPC"):
-            self_check(server.http_url, server.grpc_url, settings.name, card.metrics.get("top1"), say)
+        with clock.stage(f"4/5 self-check: {quickstart_data(settings.data).images} over HTTP and gRPC"):
+            self_check(server.http_url, server.grpc_url, settings.name, card, say)
         with clock.stage("5/5 the demo page"):
             page_client = TritonClassifier(server.grpc_url, protocol="grpc", model=settings.name)
             demo = build_demo(page_client, settings.repository)
             page_port = port_or_free(settings.page_port, say)
             page_url = launch_demo(demo, host=settings.host, port=page_port, quiet=True)
             if check:
-                check_page(page_url, page_client, say)
+                check_page(page_url, page_client, card, say)
         say("")
         say(f"  Demo page:      {page_url}")
         say(f"  Triton HTTP:    http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)")

@@ -1,7 +1,7 @@
 """Real images for parity and INT8 calibration, at the model's own size, as uint8 [N, S, S, 3] RGB.
 
-Either the validation split of the data set the model was trained on (the embedded digits, the
-synthetic set, or its image folder's val/ split), through the training package, or a folder of
+Either the validation split of the data set the model was trained on (the embedded digits, Fashion-MNIST's
+test split, the synthetic set, or its image folder's val/ split), through the training package, or a folder of
 JPEG/PNG/WebP files (`--calibration-data DIR`), decoded and resized by
 triton_repository/image_preprocessing.py, the same code the server runs on uploaded images.
 """
@@ -25,9 +25,9 @@ def real_images(
     """(pixels, a description for reports) from `calibration_data` or the model's own validation split."""
     if calibration_data is not None:
         return folder_images(calibration_data, card, limit), f"{calibration_data} images"
-    if card.dataset in ("digits", "synthetic") or (card.dataset and Path(card.dataset).is_dir()):
-        from training.data import validation_pixels
+    from training.data import NAMED_DATA, validation_pixels
 
+    if card.dataset in NAMED_DATA or (card.dataset and Path(card.dataset).is_dir()):
         pixels, _labels = validation_pixels(card, data=card.dataset, limit=limit)
         if len(pixels) == 0:
             raise ExportError(f"no validation images in {card.dataset}: pass --calibration-data DIR")
@@ -52,7 +52,12 @@ def folder_images(folder: Path, card: ModelCard, limit: int) -> np.ndarray:
     for path in files:
         try:
             pixels.append(
-                prepare_image(path.read_bytes(), resize_size=card.resize_size, image_size=card.image_size)
+                prepare_image(
+                    path.read_bytes(),
+                    resize_size=card.resize_size,
+                    image_size=card.image_size,
+                    input_conversion=card.input_conversion,
+                )
             )
         except ImageError as error:
             raise ExportError(f"{path}: {error}; remove it from --calibration-data") from error

@@ -17,6 +17,7 @@ from training.config import TrainConfig
 Architecture = Literal["torchvision", "paper"]
 Device = Literal["auto", "cpu", "cuda"]
 RecipeName = Literal["quickstart", "fashion-mnist", "paper", "torchvision"]
+Augmentation = Literal["paper", "torchvision", "shift", "people", "shift-flip", "none"]
 
 
 def option(name: str, *flags: str) -> Any:
@@ -44,9 +45,7 @@ def train(
     init: Annotated[Path | None, option("init")] = None,
     optimizer: Annotated[Literal["adamw", "sgd"] | None, option("optimizer")] = None,
     schedule: Annotated[Literal["cosine", "step", "plateau"] | None, option("schedule")] = None,
-    augmentation: Annotated[
-        Literal["paper", "torchvision", "shift", "shift-flip", "none"] | None, option("augmentation")
-    ] = None,
+    augmentation: Annotated[Augmentation | None, option("augmentation")] = None,
     ten_crop: Annotated[bool | None, option("ten_crop", "--ten-crop/--centre-crop")] = None,
     workers: Annotated[int | None, option("workers")] = None,
     compile: Annotated[bool, option("compile", "--compile")] = TrainConfig.compile,
@@ -70,7 +69,8 @@ def train(
     Example: alexnet train --recipe paper --data /data/imagenet --out runs/imagenet-paper
     """
     given = dict(locals())  # the options, named as TrainConfig's fields (None: not given)
-    given |= {"out": str(out or config.default_out(data)), "init": str(init) if init else None, "compile": compile or None}
+    given |= {"out": str(out or config.default_out(data)), "compile": compile or None}
+    given["init"] = str(init) if init else None
     given["data_dir"] = str(data_dir) if data_dir else None
     del given["resume"]
     from training.loop import run_command

@@ -47,7 +47,8 @@ class TrainConfig:
     )
     data: str = option(
         "digits",
-        "digits (embedded, no download), fashion-mnist (Debian's dataset-fashion-mnist; its own recipe unless "
+        "digits (embedded, no download), fashion-mnist (Debian's dataset-fashion-mnist; its own recipe "
+        "unless "
         "--recipe says otherwise), synthetic (random tensors), or an ImageNet-style folder DIR with "
         "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg (class names from the folder names, or from "
         "DIR/labels.txt: one `<folder> <name>` line per class)",
@@ -99,9 +100,10 @@ class TrainConfig:
     augmentation: str | None = option(
         None,
         "Training transform: paper (random crop, flip, PCA lighting), torchvision (random resized crop, "
-        "flip), shift (small translations, for digits), shift-flip (and horizontal flips, for Fashion-MNIST) "
-        "or none",
-        unset="shift for digits, shift-flip for fashion-mnist, else paper or torchvision after --arch",
+        "flip), shift (small translations), people (shift, and digits drawn as people write and type them, "
+        "read by the served model's digit-scan conversion), shift-flip (and horizontal flips, for "
+        "Fashion-MNIST) or none",
+        unset="people for digits, shift-flip for fashion-mnist, else paper or torchvision after --arch",
     )
     ten_crop: bool = option(
         False,

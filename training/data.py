@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler
 
 from common.model_card import ModelCard
-from training import presets
-from training import fashion_mnist
+from training import fashion_mnist, presets
 from training.digits import DIGIT_LABELS, load_digits_split
 from training.errors import TrainingError
+from training.people_digits import training_scans
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LABEL_FILES = ("labels.txt", "LOC_synset_mapping.txt")
@@ -38,6 +38,10 @@ LABEL_FILES = ("labels.txt", "LOC_synset_mapping.txt")
 DIGITS_MEAN, DIGITS_STD = (0.3055,) * 3, (0.3247,) * 3
 # The same for Fashion-MNIST's 60,000 training images (0.2860 and 0.3530 at their own 28 pixels).
 FASHION_MEAN, FASHION_STD = (0.2836,) * 3, (0.3369,) * 3
+# `--augmentation people` (the digits' default) adds this many digits per class drawn as people write and type
+# them (the people_digits generator's training stream, never its test split), read by the digit-scan
+# conversion: 600 beside the 1,437 scans (docs/training.md).
+PEOPLE_SCANS_PER_DIGIT = 60
 # The data sets named by a word rather than a folder; the small greyscale ones are resized straight to the
 # model's size.
 NAMED_DATA = ("digits", fashion_mnist.NAME, "synthetic")
@@ -61,6 +65,7 @@ class DataSource:
     std: tuple[float, ...]
     augmentation: str
     data_dir: str | None = None  # where fashion-mnist's files were read from
+    input_conversion: str = "none"  # model.json's: "digit-scan" for the digits, whose inputs are scans
 
 
 def default_resize_size(data: str, image_size: int) -> int:
@@ -72,7 +77,7 @@ def default_resize_size(data: str, image_size: int) -> int:
 
 def default_augmentation(data: str, architecture: str) -> str:
     if data == "digits":
-        return "shift"
+        return "people"
     if data == fashion_mnist.NAME:
         return "shift-flip"
     if data == "synthetic":
@@ -112,6 +117,9 @@ def load_data(
     if data == "digits":
         split = load_digits_split()
         train = DigitsDataset(split.train_images, split.train_labels, train_tf)
+        if augmentation == "people":
+            scans, scan_labels = training_scans(PEOPLE_SCANS_PER_DIGIT)
+            train = ConcatDataset([train, DigitsDataset(scans, scan_labels, train_tf)])
         val = DigitsDataset(split.val_images, split.val_labels, eval_tf)
     elif data == fashion_mnist.NAME:
         train = FashionMNISTDataset(data_dir, "train", train_tf)
@@ -130,7 +138,8 @@ def load_data(
         data = str(root)
     return DataSource(
         data, train, val, labels, image_size, resize_size, mean, std, augmentation,
-        data_dir if data == fashion_mnist.NAME else None,
+        data_dir=data_dir if data == fashion_mnist.NAME else None,
+        input_conversion="digit-scan" if data == "digits" else "none",
     )  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from training.errors import TrainingError
 NAME = "fashion-mnist"  # what --data, model.json's `dataset` and the served config call it
 APT_PACKAGE = "dataset-fashion-mnist"
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")  # where the Debian package puts the files
-# The classes in label order, as the data set's README and torchvision.datasets.FashionMNIST.classes name them.
+# The classes in label order, as the data set's README and torchvision's FashionMNIST.classes name them.
 LABELS = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -68,7 +68,9 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=4 + 4 * dimensions).reshape(shape)
 
 
-def examples_per_class(data_dir: str | Path | None = None, per_class: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def examples_per_class(
+    data_dir: str | Path | None = None, per_class: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """The first `per_class` test images of each class (uint8 [N, 28, 28], light on dark) and their labels,
     class by class: the demo's examples."""
     folder = check_files(data_dir)

@@ -317,6 +317,7 @@ def _card(run: Run) -> ModelCard:
         mean=list(source.mean),
         std=list(source.std),
         dataset=source.name,
+        input_conversion=source.input_conversion,
         metrics=dict(state.best_metrics),
         training={
             "optimizer": config.optimizer,

@@ -136,7 +136,7 @@ RECIPES = {
             "warmup_epochs": Setting(0.5, "a short warm-up: 5 epochs leave little room"),
             "epochs": Setting(5, "above 91% test top-1 within them (docs/training.md)"),
             "image_size": Setting(64, "the 28x28 photos need no more; about the smallest AlexNet takes"),
-            "augmentation": Setting("shift-flip", "small shifts and mirror images: a mirrored shoe is a shoe"),
+            "augmentation": Setting("shift-flip", "small shifts and mirror images (a mirrored shoe is one)"),
             "ten_crop": Setting(False, "centre crop (the whole image at 64 px)"),
         },
     ),
