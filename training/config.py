@@ -100,8 +100,8 @@ class TrainConfig:
     augmentation: str | None = option(
         None,
         "Training transform: paper (random crop, flip, PCA lighting), torchvision (random resized crop, "
-        "flip), shift (small translations), people (shift, and digits drawn as people write and type them, "
-        "read by the served model's digit-scan conversion), shift-flip (and horizontal flips, for "
+        "flip), shift (small translations), people (shift, and 1,000 digits drawn as people write and type "
+        "them, read by the served model's digit-scan conversion), shift-flip (and horizontal flips, for "
         "Fashion-MNIST) or none",
         unset="people for digits, shift-flip for fashion-mnist, else paper or torchvision after --arch",
     )

@@ -40,8 +40,8 @@ DIGITS_MEAN, DIGITS_STD = (0.3055,) * 3, (0.3247,) * 3
 FASHION_MEAN, FASHION_STD = (0.2836,) * 3, (0.3369,) * 3
 # `--augmentation people` (the digits' default) adds this many digits per class drawn as people write and type
 # them (the people_digits generator's training stream, never its test split), read by the digit-scan
-# conversion: 600 beside the 1,437 scans (docs/training.md).
-PEOPLE_SCANS_PER_DIGIT = 60
+# conversion: 1,000 beside the 1,437 scans (docs/training.md).
+PEOPLE_SCANS_PER_DIGIT = 100
 # The data sets named by a word rather than a folder; the small greyscale ones are resized straight to the
 # model's size.
 NAMED_DATA = ("digits", fashion_mnist.NAME, "synthetic")

@@ -350,6 +350,7 @@ def _slanted(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(image.transform(image.size, Image.AFFINE, data, resample=Image.BILINEAR)) / 255.0
 
 
+@cache
 def training_scans(per_digit: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Scans for training (the `tune` split only: seeds below TEST_SEED_OFFSET, TUNE_FONTS): `per_digit`
     pictures of each digit, handwritten and typed, clean (the conversion is what removes light and
@@ -369,4 +370,7 @@ def training_scans(per_digit: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
         picture = Image.fromarray(np.rint(255 * (1.0 - mask)).astype(np.uint8), mode="L")
         scans.append(digit_scan(picture))
         labels.append(digit)
-    return np.stack(scans), np.asarray(labels, dtype=np.int64)
+    scans, labels = np.stack(scans), np.asarray(labels, dtype=np.int64)
+    scans.setflags(write=False)  # cached and shared: nobody may change it in place
+    labels.setflags(write=False)
+    return scans, labels
