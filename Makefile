@@ -51,4 +51,4 @@ lint: setup
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) runs model_repository artifacts
+	rm -rf $(VENV) runs model_repository model_repository_fashion_mnist artifacts
