@@ -17,7 +17,7 @@ from training.config import TrainConfig
 Architecture = Literal["torchvision", "paper"]
 Device = Literal["auto", "cpu", "cuda"]
 RecipeName = Literal["quickstart", "fashion-mnist", "paper", "torchvision"]
-Augmentation = Literal["paper", "torchvision", "shift", "people", "shift-flip", "none"]
+Augmentation = Literal["paper", "torchvision", "shift", "people", "shift-flip", "flip", "none"]
 
 
 def option(name: str, *flags: str) -> Any:
@@ -163,8 +163,8 @@ def figures(
     data: Annotated[
         str | None,
         typer.Option(
-            help="Where the training and validation images are: digits, synthetic or an ImageNet-style "
-            "folder  \\[default: the data set model.json names]",
+            help="Where the training and validation images are: digits, fashion-mnist, synthetic or an "
+            "ImageNet-style folder  \\[default: the data set model.json names]",
             show_default=False,
         ),
     ] = None,

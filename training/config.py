@@ -102,7 +102,7 @@ class TrainConfig:
         "Training transform: paper (random crop, flip, PCA lighting), torchvision (random resized crop, "
         "flip), shift (small translations), people (shift, and 1,000 digits drawn as people write and type "
         "them, read by the served model's digit-scan conversion), shift-flip (and horizontal flips, for "
-        "Fashion-MNIST) or none",
+        "Fashion-MNIST), flip (horizontal flips only) or none",
         unset="people for digits, shift-flip for fashion-mnist, else paper or torchvision after --arch",
     )
     ten_crop: bool = option(
