@@ -16,11 +16,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The browser tests drive Debian's Chromium; Playwright never downloads one. tini is the production image's
-# init (PID 1): tests/test_production.py runs it in a PID namespace.
+# init (PID 1): tests/test_production.py runs it in a PID namespace. The Fashion-MNIST tests read Debian's
+# dataset-fashion-mnist (its IDX files in /usr/share/datasets/fashion-mnist).
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 setup-test: setup
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/tini ]; then \
 		echo "installing Debian's chromium (the browser tests) and tini (the image's init)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium tini >/dev/null; \
+	fi
+	@if [ ! -f $(FASHION_MNIST) ]; then \
+		echo "installing Debian's dataset-fashion-mnist for the Fashion-MNIST tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	fi
 
 run: setup
@@ -91,4 +97,4 @@ lint: setup
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) runs model_repository artifacts
+	rm -rf $(VENV) runs model_repository model_repository_fashion_mnist artifacts

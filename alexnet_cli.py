@@ -41,6 +41,7 @@ app.command(no_args_is_help=True)(serving_cli.classify)
 app.command()(serving_cli.bench)
 app.command()(demo_cli.demo)
 app.command()(demo_cli.quickstart)
+app.command("people-digits")(demo_cli.people_digits)
 
 
 def click_command(typer_app: typer.Typer):

@@ -26,6 +26,11 @@ FORMAT_VERSION = 1
 ARCHITECTURES = ("torchvision", "paper")
 # `dataset` starts with this for imported weights whose training data is not known (`alexnet pretrained`).
 UNKNOWN_ORIGIN = "unknown"
+# What the image endpoint does to a decoded picture before the resize and crop (`input_conversion`; the
+# implementations are in triton_repository/image_preprocessing.py, which a unit test keeps in step):
+# "none" for photos, "digit-scan" to make a person's picture of a digit look like the 8x8 scans the
+# digits model learned from.
+INPUT_CONVERSIONS = ("none", "digit-scan")
 # Below 63 pixels the third max-pool of either architecture has nothing left to pool.
 MIN_IMAGE_SIZE = 63
 
@@ -44,6 +49,7 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)  # validation: {"top1": 0.97, "top5": 1.0, "epoch": 12}
     training: dict = field(default_factory=dict)  # how it was trained: optimizer, lr, epochs, seconds...
     weights_sha256: str = ""  # of model.safetensors, so exports can name their source
+    input_conversion: str = "none"  # see INPUT_CONVERSIONS: what a picture goes through before the resize
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -60,6 +66,11 @@ class ModelCard:
             raise UserError(
                 f"resize size {self.resize_size} is smaller than the image size {self.image_size}: "
                 "the centre crop needs resize_size >= image_size"
+            )
+        if self.input_conversion not in INPUT_CONVERSIONS:
+            raise UserError(
+                f"unknown input conversion {self.input_conversion!r} in model.json: "
+                f"use one of {', '.join(INPUT_CONVERSIONS)}"
             )
         if len(self.mean) != 3 or len(self.std) != 3:
             raise UserError("model.json needs three mean and three std values (R, G, B)")

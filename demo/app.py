@@ -2,8 +2,9 @@
 
 The page talks only to Triton, through the project's client; it imports no torch. Everything about
 the model (labels, input size, name, version, data set) comes from the served model's config, so the
-same page serves the digits quickstart model and an ImageNet AlexNet. Built by `build_demo(client)`
-so tests hand it a real client; `launch_demo` starts it with the upload limit and the queue.
+same page serves the digits quickstart model, a Fashion-MNIST model and an ImageNet AlexNet. Built by
+`build_demo(client)` so tests hand it a real client; `launch_demo` starts it with the upload limit and the
+queue.
 Shaped after gradio-app/gradio demo/image_classifier: gr.Image -> gr.Label(num_top_classes=5).
 """
 
@@ -21,13 +22,19 @@ import numpy as np
 from PIL import Image
 
 from common.model_card import of_unknown_origin
-from demo.drawing import drawing_to_digit_scan
+from demo.drawing import drawing_image, drawing_to_digit_scan
 from demo.errors import DemoError
-from demo.examples import digit_example_files, is_digits_model, packaged_photo_files, validation_digits
+from demo.examples import (
+    digit_example_files,
+    fashion_example_files,
+    is_digits_model,
+    is_fashion_model,
+    packaged_photo_files,
+)
 from demo.neighbours import NEIGHBOURS, NeighbourSearch, enlarge, kernels_file, serves_embedding
 from serving.client import InferenceRejected, Prediction, ServedModel, TritonClassifier
 from serving.errors import ServingError
-from triton_repository.image_preprocessing import ImageError, decode_image, resize_and_crop
+from triton_repository.image_preprocessing import ImageError, decode_image, digit_scan, prepare_decoded
 from triton_repository.layout import base_model, companion_model
 
 TOP_K = 5
@@ -53,7 +60,7 @@ class _Classifier:
         self.model = model
 
     def pixels(self, image: Image.Image) -> np.ndarray:
-        return resize_and_crop(image, resize_size=self.model.resize_size, image_size=self.model.image_size)
+        return picture_pixels(image, self.model)
 
     def classify(self, image: Image.Image) -> tuple[dict[str, float], str]:
         pixels = self.pixels(image)
@@ -85,6 +92,16 @@ class _Classifier:
             f"**Triton: NOT READY** at `{self.client.url}`: start it with "
             f"`alexnet serve --repository model_repository` (or `alexnet quickstart`) · last seen: {facts}"
         )
+
+
+def picture_pixels(image: Image.Image, model: ServedModel) -> np.ndarray:
+    """What the page sends for a picture (an upload, a drawing): the model's input, prepared by the code the
+    server runs on uploaded images (input conversion, resize, crop), so the page and the image endpoint give
+    one answer for one picture."""
+    return prepare_decoded(
+        image, resize_size=model.resize_size, image_size=model.image_size,
+        input_conversion=model.input_conversion,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -138,7 +155,10 @@ def build_demo(client: TritonClassifier, repository: Path | None = None) -> gr.B
     model = client.model_info()
     classifier = _Classifier(client, model)
     digits = is_digits_model(model.labels, model.dataset)
-    search = NeighbourSearch(client, model, digits) if serves_embedding(client, model) else None
+    fashion = is_fashion_model(model.labels, model.dataset)
+    kind = "digits" if digits else "fashion-mnist" if fashion else "photos"  # what the examples are
+    reads_scans = model.input_conversion == "digit-scan"  # the sketchpad and the scan preview need it
+    search = NeighbourSearch(client, model, kind) if serves_embedding(client, model) else None
 
     def classify_image(upload: Any) -> tuple[dict[str, float] | None, str]:
         if upload is None:
@@ -161,17 +181,24 @@ def build_demo(client: TritonClassifier, repository: Path | None = None) -> gr.B
             raise gr.Error("The sketchpad is empty: draw a digit first.", title="Nothing drawn",
                            print_exception=False)
         try:
-            scan = drawing_to_digit_scan(composite, scan_size=scan_size)
+            scan = drawing_to_digit_scan(composite)
         except DemoError as error:
             message = f"{str(error).capitalize()}."
             raise gr.Error(message, title="Nothing drawn", print_exception=False) from None
-        label, details = classifier.classify(Image.fromarray(scan, mode="L").convert("RGB"))
+        label, details = classifier.classify(drawing_image(composite))
         return label, details, scan_preview(scan)
 
     def neighbours_of_drawing(drawing: dict) -> list:
-        scan = drawing_to_digit_scan(drawing["composite"], scan_size=scan_size)  # classify_drawing checked it
-        with _triton_errors():
-            return search.nearest(classifier.pixels(Image.fromarray(scan, mode="L").convert("RGB")))
+        with _triton_errors():  # classify_drawing checked that there is a drawing
+            return search.nearest(classifier.pixels(drawing_image(drawing["composite"])))
+
+    def scan_of_image(upload: Any) -> np.ndarray | None:
+        if upload is None:
+            return None
+        try:
+            return scan_preview(digit_scan(read_upload(upload)))
+        except (gr.Error, ImageError):  # the answer beside it says why
+            return None
 
     with gr.Blocks(
         title=f"AlexNet on Triton: {model.name}",
@@ -181,8 +208,13 @@ def build_demo(client: TritonClassifier, repository: Path | None = None) -> gr.B
         gr.Markdown(
             f"# AlexNet on Triton\nWhat the `{model.name}` model served by NVIDIA Triton says about "
             "your image. "
-            + ("Upload a picture of a handwritten digit, click a real validation scan, or draw one."
-               if digits else "Upload or paste a picture, or click one of the examples.")
+            + ("Upload a photo of a digit written on paper (dark on light or light on dark), click a real "
+               "validation scan, or draw one." if reads_scans
+               else "Upload a picture of a handwritten digit or click a real validation scan." if digits
+               else "Upload a photo of one piece of clothing, a shoe or a bag (the model learned from "
+               "Fashion-MNIST's: one item, light on black, centred), or click one of its test photos."
+               if kind == "fashion-mnist"
+               else "Upload or paste a picture, or click one of the examples.")
             + origin_warning(model.dataset)
         )
         status = gr.Markdown("Asking Triton…", elem_id="server-status")
@@ -195,23 +227,19 @@ def build_demo(client: TritonClassifier, repository: Path | None = None) -> gr.B
                         sources=["upload", "clipboard"],
                         label="Image (JPEG, PNG or WebP)",
                         elem_id="input-image",
-                        elem_classes=["pixelated"] if digits else None,
+                        elem_classes=["pixelated"] if kind != "photos" else None,
                         height=320,
                     )
-                    example_files = digit_example_files() if digits else packaged_photo_files()
+                    example_files, examples_title = _examples(kind)
                     if example_files:
                         gr.Examples(
                             examples=[[str(path)] for path in example_files],
                             inputs=image,
-                            label=(
-                                "Validation digits (8×8 scans)" if digits
-                                else "Pictures shipped with installed packages"
-                            ),
-                            example_labels=[_example_label(path, digits) for path in example_files],
+                            label=examples_title,
+                            example_labels=[_example_label(path, model.labels) for path in example_files],
                             examples_per_page=10,
                         )
-                if digits:
-                    scan_size = validation_digits()[0].shape[-1]
+                if reads_scans:
                     with gr.Tab("Draw a digit"):
                         sketchpad = gr.Sketchpad(
                             type="numpy",
@@ -223,16 +251,17 @@ def build_demo(client: TritonClassifier, repository: Path | None = None) -> gr.B
                             elem_id="sketchpad",
                         )
                         draw_button = gr.Button("Classify the drawing", variant="primary")
-                        scan = gr.Image(
-                            label=f"What the model sees: your drawing as a {scan_size}×{scan_size} scan",
-                            interactive=False,
-                            format="png",  # exact pixels, not webp's approximation
-                            height=SCAN_PREVIEW_SIZE + 40,
-                            elem_id="drawing-scan",
-                        )
             with gr.Column():
                 answer = gr.Label(num_top_classes=TOP_K, label="Top 5", elem_id="answer")
                 details = gr.Markdown(elem_id="answer-details")
+                if reads_scans:
+                    scan = gr.Image(
+                        label="What the model sees: your picture as an 8×8 scan, like those it learned from",
+                        interactive=False,
+                        format="png",  # exact pixels, not webp's approximation
+                        height=SCAN_PREVIEW_SIZE + 40,
+                        elem_id="drawing-scan",
+                    )
                 with gr.Accordion("What the network sees", open=True, elem_id="network-sees"):
                     neighbours = _what_the_network_sees(model, search, kernels_file(repository, model))
 
@@ -247,7 +276,9 @@ def build_demo(client: TritonClassifier, repository: Path | None = None) -> gr.B
                 neighbours_of_image, inputs=image, outputs=neighbours, preprocess=False,
                 api_name="neighbours", show_progress="minimal",
             )
-        if digits:
+        if reads_scans:
+            image.change(scan_of_image, inputs=image, outputs=scan, preprocess=False, api_name=False,
+                         show_progress="hidden")
             events.append(
                 draw_button.click(
                     classify_drawing, inputs=sketchpad, outputs=[answer, details, scan],
@@ -271,7 +302,9 @@ def _what_the_network_sees(model: ServedModel, search: NeighbourSearch | None, k
     neighbours = None
     embedding = f"`{model.name}_embedding`"
     if search is not None:
-        pictures = "validation digits" if search.digits else "pictures from installed packages"
+        pictures = {"digits": "validation digits", "fashion-mnist": "Fashion-MNIST test photos"}.get(
+            search.kind, "pictures from installed packages"
+        )
         gr.Markdown(
             f"The {NEIGHBOURS} {pictures} nearest to your image by the network's last hidden layer "
             f"(fc7, {embedding} on Triton, Euclidean distance under each): the paper's Figure 4, live."
@@ -298,10 +331,22 @@ def _what_the_network_sees(model: ServedModel, search: NeighbourSearch | None, k
     return neighbours
 
 
-def _example_label(path: Path, digits: bool) -> str:
-    if digits:  # digit_3_val17.png
+def _examples(kind: str) -> tuple[list[Path], str]:
+    """The example files the page offers for this kind of model, and their title."""
+    if kind == "digits":
+        return digit_example_files(), "Validation digits (8×8 scans)"
+    fashion = fashion_example_files() if kind == "fashion-mnist" else []
+    if fashion:
+        return fashion, "Fashion-MNIST test photos (28×28)"
+    return packaged_photo_files(), "Pictures shipped with installed packages"
+
+
+def _example_label(path: Path, labels: list[str]) -> str:
+    if path.stem.startswith("digit_"):  # digit_3_val17.png
         digit, position = path.stem.removeprefix("digit_").split("_val")
         return f"{digit} (validation #{position})"
+    if path.stem.startswith("fashion_"):  # fashion_4.png: class 4
+        return labels[int(path.stem.removeprefix("fashion_"))]
     return path.stem.removesuffix("-copy")  # gradio ships cheetah1-copy.jpg
 
 

@@ -69,37 +69,59 @@ def quickstart(
     check: Annotated[
         bool, typer.Option("--check", help="Run once without keeping the page open; exit 0 on success (CI)")
     ] = False,
-    model_dir: Annotated[
-        Path,
+    data: Annotated[
+        str, typer.Option(help="What the model learns: digits (embedded) or fashion-mnist (Debian's package)")
+    ] = "digits",
+    data_dir: Annotated[
+        Path | None,
         typer.Option(
-            help="The model folder (model.json + model.safetensors); the digits model is trained there if it "
-            "has no model.json"
+            help="Where --data fashion-mnist's IDX files are  \\[default: /usr/share/datasets/fashion-mnist]",
+            show_default=False,
         ),
-    ] = Path("runs/digits"),
+    ] = None,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="The model folder (trained here if it has no model.json)  "
+            "\\[default: runs/digits; runs/fashion-mnist with --data fashion-mnist]",
+            show_default=False,
+        ),
+    ] = None,
     repository: Annotated[
-        Path, typer.Option(help="The Triton model repository (exported here unless it serves these weights)")
-    ] = Path("model_repository"),
+        Path | None,
+        typer.Option(
+            help="The Triton model repository (exported here unless it serves these weights)  "
+            "\\[default: model_repository; model_repository_fashion_mnist with --data fashion-mnist]",
+            show_default=False,
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="Port of the demo page (0: any free port)")] = 7860,
     http_port: Annotated[int, typer.Option(help="Triton's HTTP port (0: any free port)")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="Triton's gRPC port (0: any free port)")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Triton's metrics port (0: any free port)")] = 8002,
     host: Annotated[str, typer.Option(help="Address the page listens on")] = "127.0.0.1",
 ) -> None:
-    """Train the digits model if needed, export it, serve it with Triton, self-check, open the demo page.
+    """Train the digits model (or Fashion-MNIST's) if needed, export it, serve it with Triton, self-check,
+    open the demo page.
 
     Ctrl-C stops the page and Triton. A taken port falls back to a free one, said before anything else.
-    --model-dir and --repository point it at another model (one from `alexnet pretrained`, say: export it
-    first if it needs --calibration-data); the self-check then compares HTTP and gRPC on images of its kind.
+    --model-dir and --repository point it at another model (one from `alexnet pretrained`, say); the
+    self-check then compares HTTP and gRPC on images of its kind.
 
     Example: alexnet quickstart          (what `make run` does; then open http://127.0.0.1:7860/)
 
     Example: alexnet quickstart --check  (the same once, for scripts and CI)
-    """
-    from demo.quickstart import QuickstartSettings, run_quickstart
 
+    Example: alexnet quickstart --data fashion-mnist  (after `apt-get install dataset-fashion-mnist`)
+    """
+    from demo.quickstart import QuickstartSettings, quickstart_data, run_quickstart
+
+    defaults = quickstart_data(data)
     settings = QuickstartSettings(
-        model_dir=model_dir,
-        repository=repository,
+        model_dir=model_dir or defaults.model_dir,
+        repository=repository or defaults.repository,
+        data=data,
+        data_dir=data_dir,
         host=host,
         http_port=http_port,
         grpc_port=grpc_port,
@@ -107,3 +129,37 @@ def quickstart(
         page_port=port,
     )
     run_quickstart(settings, check=check, say=typer.echo)
+
+
+def people_digits(
+    url: Annotated[
+        str | None, typer.Option(help="Triton's gRPC HOST:PORT, serving the digits model")
+    ] = None,
+    per_digit: Annotated[int, typer.Option(help="Pictures of each digit in each style")] = 10,
+    split: Annotated[
+        str, typer.Option(help="test (held out from training and tuning) or tune (what was tuned on)")
+    ] = "test",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures to this JSON file")
+    ] = None,
+) -> None:
+    """How the served digits model reads digits as people bring them: pens, a marker, chalk, photos, typed
+    digits and the sketchpad (training/people_digits.py), sent as files to the image endpoint and through
+    the demo page's own functions; top-1 per style by either path.
+
+    Example: alexnet people-digits --url 127.0.0.1:8001 --json people_digits.json
+    """
+    import json
+
+    from demo.people_check import as_json, run
+
+    if split not in ("test", "tune"):
+        raise DemoError(f"--split {split}: use test or tune")
+    if per_digit < 1:
+        raise DemoError(f"--per-digit {per_digit}: use 1 or more")
+    results, table = run(url, split=split, per_digit=per_digit)
+    typer.echo(table)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(as_json(results), indent=2) + "\n")
+        typer.echo(f"wrote {json_out}")

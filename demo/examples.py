@@ -2,6 +2,7 @@
 
 Digits model: one real validation scan per class, written once as 8x8 PNGs into a cache folder
 (exactly the pixels the model was validated on; the server scales them like training did).
+Fashion-MNIST model: one test photo per class, as 28x28 PNGs, where Debian's dataset-fashion-mnist is.
 Any other model: the photographs that ship with scikit-learn (and Gradio's own test pictures).
 """
 
@@ -24,6 +25,42 @@ def is_digits_model(labels: list[str], dataset: str) -> bool:
     from training.digits import DIGIT_LABELS  # torch-free
 
     return dataset == "digits" or list(labels) == list(DIGIT_LABELS)
+
+
+def is_fashion_model(labels: list[str], dataset: str) -> bool:
+    from training import fashion_mnist  # torch-free
+
+    return dataset == fashion_mnist.NAME or list(labels) == fashion_mnist.LABELS
+
+
+def fashion_test_images(per_class: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+    """The first `per_class` Fashion-MNIST test photos of each class (uint8 [N, 28, 28], light on dark)
+    and their labels, from Debian's folder; None where the package is not installed."""
+    from training import fashion_mnist  # torch-free
+    from training.errors import TrainingError
+
+    try:
+        return fashion_mnist.examples_per_class(per_class=per_class)
+    except TrainingError:
+        return None
+
+
+def fashion_example_files(folder: Path = EXAMPLES_DIR) -> list[Path]:
+    """One Fashion-MNIST test photo per class as a PNG (fashion_<class index>.png), in class order; none
+    where Debian's dataset-fashion-mnist is not installed."""
+    found = fashion_test_images()
+    if found is None:
+        return []
+    images, labels = found
+    folder = folder / hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image, label in zip(images, labels, strict=True):
+        path = folder / f"fashion_{label}.png"
+        if not path.is_file():
+            _write_png_atomically(Image.fromarray(image, mode="L"), path)
+        paths.append(path)
+    return paths
 
 
 def validation_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -2,8 +2,8 @@
 Figure 4, live), and the first-layer kernels (its Figure 3) that export wrote beside the served model.
 
 The gallery is searched through the served `<model>_embedding` (never torch): the digits validation split
-for the digits model, else the pictures shipped with installed packages. Their features are asked for
-once, at the first search.
+for the digits model, Fashion-MNIST test photos for a Fashion-MNIST model, else the pictures shipped with
+installed packages. Their features are asked for once, at the first search.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import numpy as np
 from PIL import Image
 
 from common.model_card import KERNELS_FILE  # standard library only
-from demo.examples import packaged_photo_files, validation_digits
+from demo.examples import fashion_test_images, packaged_photo_files, validation_digits
 from serving.client import ServedModel, TritonClassifier
 from serving.errors import ServingError
 from triton_repository.image_preprocessing import prepare_image, resize_and_crop
 from triton_repository.layout import companion_model
 
 NEIGHBOURS = 6  # as many as the paper's Figure 4 shows
+FASHION_GALLERY_PER_CLASS = 30  # Fashion-MNIST test photos searched, per class
 SAME_IMAGE = 1e-3  # features this close to the query are the query itself, not a neighbour
 TILE = 96  # gallery thumbnails of digit scans, pixels kept square
 
@@ -31,14 +32,14 @@ TILE = 96  # gallery thumbnails of digit scans, pixels kept square
 class Gallery:
     """The searchable pictures: what the page shows for each, its label, and its served features."""
 
-    name: str  # "validation digits" or "pictures from installed packages"
+    name: str  # "validation digits", "Fashion-MNIST test photos" or "pictures from installed packages"
     pictures: list  # numpy RGB arrays or file paths, as gr.Gallery takes them
     labels: list[str]
     features: np.ndarray  # [N, D] from <model>_embedding
 
 
 def enlarge(scan: np.ndarray, side: int) -> np.ndarray:
-    """An 8x8 scan shown `side` pixels wide, each pixel a square."""
+    """A small grey image (an 8x8 scan, a 28x28 photo) shown `side` pixels wide, each pixel a square."""
     return np.asarray(Image.fromarray(scan, mode="L").resize((side, side), Image.NEAREST))
 
 
@@ -53,6 +54,17 @@ def digits_gallery(client: TritonClassifier, model: ServedModel) -> Gallery:
     features = client.embed_pixels(np.stack([scan_pixels(scan, model) for scan in scans]))
     pictures = [enlarge(scan, TILE) for scan in scans]
     return Gallery("validation digits", pictures, [model.labels[int(label)] for label in labels], features)
+
+
+def fashion_gallery(client: TritonClassifier, model: ServedModel) -> Gallery:
+    found = fashion_test_images(per_class=FASHION_GALLERY_PER_CLASS)
+    if found is None:  # Debian's dataset-fashion-mnist is not installed where the page runs
+        return photos_gallery(client, model)
+    images, labels = found
+    features = client.embed_pixels(np.stack([scan_pixels(image, model) for image in images]))
+    pictures = [enlarge(image, TILE) for image in images]
+    names = [model.labels[int(label)] for label in labels]
+    return Gallery("Fashion-MNIST test photos", pictures, names, features)
 
 
 def photos_gallery(client: TritonClassifier, model: ServedModel) -> Gallery:
@@ -88,8 +100,9 @@ def kernels_file(repository: Path | None, model: ServedModel) -> Path | None:
 class NeighbourSearch:
     """Nearest gallery pictures to a query image, by Euclidean distance of the served fc7 features."""
 
-    def __init__(self, client: TritonClassifier, model: ServedModel, digits: bool) -> None:
-        self.client, self.model, self.digits = client, model, digits
+    def __init__(self, client: TritonClassifier, model: ServedModel, kind: str) -> None:
+        """`kind`: "digits", "fashion-mnist" or "photos", the gallery searched."""
+        self.client, self.model, self.kind = client, model, kind
         self._gallery: Gallery | None = None
         self._lock = threading.Lock()
 
@@ -97,7 +110,8 @@ class NeighbourSearch:
     def gallery(self) -> Gallery:
         with self._lock:  # the first searches may arrive together: ask Triton once
             if self._gallery is None:
-                build = digits_gallery if self.digits else photos_gallery
+                galleries = {"digits": digits_gallery, "fashion-mnist": fashion_gallery}
+                build = galleries.get(self.kind, photos_gallery)
                 self._gallery = build(self.client, self.model)
             return self._gallery
 

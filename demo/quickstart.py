@@ -1,10 +1,11 @@
 """`alexnet quickstart`: from a fresh clone to a page in the browser, each stage run like a user would.
 
-Choose the ports (a taken one falls back to a free one, said at once), train the digits model if there
-is none, export it unless the repository already serves these weights, start Triton, classify the same
-images over HTTP and gRPC as a self-check (for the digits model, the whole validation split too), then
-open the demo and serve until Ctrl-C. Training and export run as `alexnet` subprocesses (the quickstart
-itself never imports torch); `--check` does it all once, checks the page through its API, and exits.
+Choose the ports (a taken one falls back to a free one, said at once), train the digits model (or with
+`--data fashion-mnist` the Fashion-MNIST one) if there is none, export it unless the repository already
+serves these weights, start Triton, classify the same images over HTTP and gRPC as a self-check (for the
+digits and Fashion-MNIST models, their whole validation split too), then open the demo and serve until
+Ctrl-C. Training and export run as `alexnet` subprocesses (the quickstart itself never imports torch);
+`--check` does it all once, checks the page through its API, and exits.
 """
 
 from __future__ import annotations
@@ -28,15 +29,45 @@ if TYPE_CHECKING:
     from common.model_card import ModelCard
 
 SCORE_TOLERANCE = 1e-3  # HTTP+pixels and gRPC+server-side preprocessing must agree to this
-TOP1_TOLERANCE = 0.01  # served vs recorded validation top-1 (ONNX Runtime may flip a borderline digit or two)
-MIN_SERVED_TOP1 = 0.5  # below this the model has not learned digits (chance is 10%): the check fails
+TOP1_TOLERANCE = 0.01  # served vs recorded validation top-1 (ONNX Runtime may flip a borderline image or two)
+MIN_SERVED_TOP1 = 0.5  # below this the model has not learned its classes (chance is 10%): the check fails
 WEAK_SERVED_TOP1 = 0.8  # below this the quickstart says the model is weak and how to train it better
+
+
+@dataclass(frozen=True)
+class QuickstartData:
+    """What the quickstart trains on, and what it calls things."""
+
+    name: str  # --data: "digits" or "fashion-mnist"
+    model: str  # "the digits model"
+    images: str  # what the self-check classifies: "validation digits"
+    model_dir: Path  # the defaults of --model-dir and --repository
+    repository: Path
+
+
+DATA = {
+    "digits": QuickstartData(
+        "digits", "the digits model", "validation digits", Path("runs/digits"), Path("model_repository")
+    ),
+    "fashion-mnist": QuickstartData(
+        "fashion-mnist", "the Fashion-MNIST model", "Fashion-MNIST test photos", Path("runs/fashion-mnist"),
+        Path("model_repository_fashion_mnist"),
+    ),
+}  # fmt: skip
+
+
+def quickstart_data(name: str) -> QuickstartData:
+    if name not in DATA:
+        raise DemoError(f"--data {name}: the quickstart trains on {' or '.join(DATA)}")
+    return DATA[name]
 
 
 @dataclass(frozen=True)
 class QuickstartSettings:
     model_dir: Path = Path("runs/digits")
     repository: Path = Path("model_repository")
+    data: str = "digits"  # a key of DATA
+    data_dir: Path | None = None  # --data-dir for fashion-mnist (default: Debian's folder)
     name: str = "alexnet"
     host: str = "127.0.0.1"  # where the page listens; Triton always listens on 127.0.0.1 here
     http_port: int = 8000  # 0: any free port; a taken port falls back to a free one
@@ -72,12 +103,23 @@ def run_alexnet(*arguments: str) -> None:
         raise DemoError(f"`alexnet {' '.join(arguments)}` failed with status {status}: see its output above")
 
 
-def ensure_trained(model_dir: Path, say: Callable[[str], None]) -> None:
+def ensure_trained(settings: QuickstartSettings, say: Callable[[str], None]) -> None:
+    from common.model_card import ModelCard  # standard library only, no torch
+
+    model_dir = settings.model_dir
     if (model_dir / "model.json").is_file():
         say(f"    using the trained model in {model_dir} (delete it to train again)")
+        card = ModelCard.load(model_dir)
+        if card.dataset == "digits" and card.input_conversion == "none":
+            say(
+                f"    note: {model_dir} was trained before models named their input conversion: it reads "
+                f"photos and drawings of digits badly; `rm -r {model_dir}` and run this again to retrain it"
+            )
         return
-    say(f"    no model.json in {model_dir}: training the digits model")
-    run_alexnet("train", "--data", "digits", "--out", str(model_dir))
+    data = quickstart_data(settings.data)
+    say(f"    no model.json in {model_dir}: training {data.model}")
+    where = ["--data-dir", str(settings.data_dir)] if settings.data_dir else []
+    run_alexnet("train", "--data", data.name, *where, "--out", str(model_dir))
 
 
 def served_weights_sha256(repository: Path, name: str) -> dict[str, str]:
@@ -178,18 +220,37 @@ def choose_ports(settings: QuickstartSettings, say: Callable[[str], None]) -> Po
     return Ports(*chosen)
 
 
+def validation_images(card: ModelCard) -> tuple[np.ndarray, np.ndarray] | None:
+    """The split training validated on, as uint8 grey images [N, H, W] and labels: the digits' validation
+    scans, or Fashion-MNIST's test split from the folder the model was trained from; None for other
+    models (the quickstart does not read image folders)."""
+    if card.dataset == "fashion-mnist":
+        from training import fashion_mnist  # torch-free
+
+        folder = fashion_mnist.check_files(card.training.get("data_dir"))
+        images_file, labels_file = fashion_mnist.FILES["test"]
+        return fashion_mnist.read_idx(folder / images_file), fashion_mnist.read_idx(folder / labels_file)
+    if is_digits_card(card):
+        from demo.examples import validation_digits
+
+        return validation_digits()
+    return None
+
+
 def self_check(http_url: str, grpc_url: str, name: str, card: ModelCard, say: Callable[[str], None]) -> None:
     """Through the real server: sample images of the model's kind over HTTP (pixels prepared here) and over
-    gRPC (the files, prepared by the server) must agree; then, for the digits model, the whole validation
-    split must score the top-1 that training recorded in model.json (a difference is train/serve skew)."""
+    gRPC (the files, prepared by the server) must agree; then, where the quickstart knows the model's
+    validation split (digits, Fashion-MNIST), it must score the top-1 that training recorded in model.json
+    (a difference is train/serve skew)."""
     from serving.client import TritonClassifier
 
     files, kind = sample_images(card)
+    validation = validation_images(card)
     with TritonClassifier(http_url, protocol="http", model=name) as http_client:
         over_http = http_client.classify_files(files, send="pixels")
     with TritonClassifier(grpc_url, protocol="grpc", model=name) as grpc_client:
         over_grpc = grpc_client.classify_files(files, send="bytes")
-        validation = served_validation_top1(grpc_client) if is_digits_card(card) else None
+        served = served_validation_top1(grpc_client, *validation) if validation is not None else None
     names = [f"{path.parent.name}/{path.name}" if kind == "validation image" else path.name for path in files]
     width = max(len(name) for name in [*names, kind]) + 2
     say(f"    {kind:<{width}} {'HTTP (pixels)':<24} gRPC (file bytes)")
@@ -203,13 +264,15 @@ def self_check(http_url: str, grpc_url: str, name: str, card: ModelCard, say: Ca
                 "and report a bug"
             )
     say("    HTTP and gRPC agree")
-    if validation is None:
+    if served is None:
         say(
-            f"    served top-1 not compared with model.json: the quickstart reads only the digits' "
-            f"validation split, and this model was trained on {card.dataset or 'an unknown data set'}"
+            f"    served top-1 not compared with model.json: the quickstart reads only the digits' and "
+            f"Fashion-MNIST's validation splits, and this model was trained on "
+            f"{card.dataset or 'an unknown data set'}"
         )
         return
-    check_served_top1(*validation, card.metrics.get("top1"), say)
+    what = DATA[card.dataset].images if card.dataset in DATA else "validation images"
+    check_served_top1(*served, card.metrics.get("top1"), what, card.dataset, say)
 
 
 def is_digits_card(card: ModelCard) -> bool:
@@ -222,9 +285,11 @@ def sample_images(card: ModelCard) -> tuple[list[Path], str]:
     """Image files of the model's own kind for the self-check, and what they are: one validation digit per
     class for the digits model; the first validation image of up to ten classes of a training folder still
     on disk; otherwise the photographs that ship with installed packages."""
-    from demo.examples import digit_example_files, packaged_photo_files
+    from demo.examples import digit_example_files, fashion_example_files, packaged_photo_files
     from triton_repository.image_preprocessing import IMAGE_SUFFIXES
 
+    if card.dataset == "fashion-mnist":
+        return fashion_example_files(), "test photo"
     if is_digits_card(card):
         return digit_example_files(), "validation digit"
     val = Path(card.dataset) / "val" if card.dataset else None
@@ -242,45 +307,49 @@ def sample_images(card: ModelCard) -> tuple[list[Path], str]:
 
 
 def check_served_top1(
-    served_top1: float, count: int, recorded_top1: float | None, say: Callable[[str], None]
+    served_top1: float,
+    count: int,
+    recorded_top1: float | None,
+    what: str,
+    dataset: str,
+    say: Callable[[str], None],
 ) -> None:
     """The served top-1 on the validation split against the one training recorded."""
     recorded = f"{recorded_top1:.2%}" if recorded_top1 is not None else "not recorded"
-    say(f"    served top-1 on the {count} validation digits: {served_top1:.2%} (model.json: {recorded})")
+    say(f"    served top-1 on the {count} {what}: {served_top1:.2%} (model.json: {recorded})")
     if recorded_top1 is not None and abs(served_top1 - recorded_top1) > TOP1_TOLERANCE:
         raise DemoError(
-            f"the served model scores {served_top1:.2%} top-1 on the validation digits, training recorded "
+            f"the served model scores {served_top1:.2%} top-1 on the {what}, training recorded "
             f"{recorded_top1:.2%}: the served repository does not match the model folder, or serving "
             "prepares images differently from training; export again with `alexnet export onnx`"
         )
     if served_top1 < WEAK_SERVED_TOP1:
         advice = (
-            f"the model gets only {served_top1:.2%} of the validation digits right: train it again "
-            "(delete the model folder, or run `alexnet train --data digits --out DIR --epochs N` with "
-            "more epochs)"
+            f"the model gets only {served_top1:.2%} of the {what} right: train it again (delete the "
+            f"model folder, or run `alexnet train --data {dataset} --out DIR --epochs N` with more "
+            "epochs)"
         )
         if served_top1 < MIN_SERVED_TOP1 or recorded_top1 is None:
             raise DemoError(advice)
         say(f"    note: {advice}")
 
 
-def served_validation_top1(client) -> tuple[float, int]:
-    """Top-1 accuracy of the served model on the digits validation split, and the number of digits."""
+def served_validation_top1(client, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+    """Top-1 accuracy of the served model on grey validation images (uint8 [N, H, W], as training saw them:
+    no input conversion), and their number."""
     from PIL import Image
 
-    from demo.examples import validation_digits
     from triton_repository.image_preprocessing import resize_and_crop
 
     model = client.model_info()
-    images, labels = validation_digits()
     pixels = np.stack(
         [
             resize_and_crop(
-                Image.fromarray(scan, mode="L").convert("RGB"),
+                Image.fromarray(image, mode="L").convert("RGB"),
                 resize_size=model.resize_size,
                 image_size=model.image_size,
             )
-            for scan in images
+            for image in images
         ]
     )
     answers = client.classify_pixels(pixels, top_k=1)
@@ -321,8 +390,8 @@ def run_quickstart(settings: QuickstartSettings, *, check: bool, say: Callable[[
 
     clock = Stopwatch(say)
     ports = choose_ports(settings, say)
-    with clock.stage(f"1/5 the model in {settings.model_dir}"):
-        ensure_trained(settings.model_dir, say)
+    with clock.stage(f"1/5 {quickstart_data(settings.data).model} in {settings.model_dir}"):
+        ensure_trained(settings, say)
     with clock.stage(f"2/5 the Triton model repository {settings.repository}"):
         card = ensure_exported(settings.model_dir, settings.repository, settings.name, say)
     server = TritonServer(

@@ -2,11 +2,11 @@
 
 In order of preference: a folder of JPEG/PNG/WebP files (`--calibration-data DIR`), decoded and resized
 by triton_repository/image_preprocessing.py, the same code the server runs on uploads; the validation
-split of the data set model.json names, where it is on this machine (the embedded digits, the synthetic
-set, or its image folder's val/ split), through the training package; else, for the parity check only,
-photographs the project has: crops of scikit-learn's two sample photos. Parity compares two
-implementations of the same network, so any real photo exercises it; INT8 calibration sets the
-quantisation ranges from the images, so it needs the model's own kind and refuses the stand-ins.
+split of the data set model.json names, where it is on this machine (the embedded digits, Fashion-MNIST's
+test split, the synthetic set, or its image folder's val/ split), through the training package; else, for
+the parity check only, photographs the project has: crops of scikit-learn's two sample photos. Parity
+compares two implementations of the same network, so any real photo exercises it; INT8 calibration sets
+the quantisation ranges from the images, so it needs the model's own kind and refuses the stand-ins.
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ def model_images(card: ModelCard, calibration_data: Path | None, limit: int) -> 
     """`calibration_data`'s images, else the validation split of the model's data set if it is here."""
     if calibration_data is not None:
         return folder_images(calibration_data, card, limit), f"{calibration_data} images"
-    if card.dataset in ("digits", "synthetic") or (card.dataset and Path(card.dataset).is_dir()):
-        from training.data import validation_pixels
+    from training.data import NAMED_DATA, validation_pixels
 
+    if card.dataset in NAMED_DATA or (card.dataset and Path(card.dataset).is_dir()):
         pixels, _labels = validation_pixels(card, data=card.dataset, limit=limit)
         if len(pixels) == 0:
             raise ExportError(f"no validation images in {card.dataset}: pass --calibration-data DIR")
@@ -80,7 +80,12 @@ def folder_images(folder: Path, card: ModelCard, limit: int) -> np.ndarray:
     for path in files:
         try:
             pixels.append(
-                prepare_image(path.read_bytes(), resize_size=card.resize_size, image_size=card.image_size)
+                prepare_image(
+                    path.read_bytes(),
+                    resize_size=card.resize_size,
+                    image_size=card.image_size,
+                    input_conversion=card.input_conversion,
+                )
             )
         except ImageError as error:
             raise ExportError(f"{path}: {error}; remove it from --calibration-data") from error

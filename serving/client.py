@@ -84,6 +84,7 @@ class ServedModel:
     max_batch_size: int
     architecture: str
     dataset: str
+    input_conversion: str = "none"  # what an image goes through before the resize (model.json's)
 
 
 class InferenceRejected(ServingError):
@@ -337,6 +338,7 @@ class TritonClassifier:
                 max_batch_size=int(config.get("max_batch_size", 0)),
                 architecture=parameters.get("architecture", ""),
                 dataset=parameters.get("dataset", ""),
+                input_conversion=parameters.get("input_conversion") or "none",
             )
         return self._info
 
@@ -432,13 +434,20 @@ class TritonClassifier:
         return self._send_files(paths, send, self.embed_pixels, self.embed_bytes)
 
     def prepare_files(self, paths: Iterable[str | Path]) -> np.ndarray:
-        """Decode and resize files here, exactly as the model was evaluated: uint8 [N, S, S, 3]."""
+        """Decode, convert and resize files here, exactly as the server would: uint8 [N, S, S, 3]."""
         info = self.model_info()
         arrays = []
         for path in paths:
             try:
                 data = Path(path).read_bytes()
-                arrays.append(prepare_image(data, resize_size=info.resize_size, image_size=info.image_size))
+                arrays.append(
+                    prepare_image(
+                        data,
+                        resize_size=info.resize_size,
+                        image_size=info.image_size,
+                        input_conversion=info.input_conversion,
+                    )
+                )
             except OSError as error:
                 raise ServingError(f"cannot read {path}: {error.strerror or error}") from error
             except ImageError as error:

@@ -75,6 +75,25 @@ def test_the_neighbours_of_a_validation_digit_are_mostly_that_digit(digits_demo,
     page.screenshot(path=artifacts_dir / "demo_neighbours.png", full_page=True)
 
 
+def test_a_seven_drawn_dark_on_light_paper_is_read_as_a_seven(digits_demo, browser_page, tmp_path,
+                                                               artifacts_dir):
+    """The issue's visitor: a black 7 drawn on white paper, 300x300, uploaded. The page shows the right digit,
+    and the 8x8 scan the model read (the served model's digit-scan conversion)."""
+    from PIL import Image, ImageDraw
+
+    paper = Image.new("RGB", (300, 300), "white")
+    ImageDraw.Draw(paper).line([(85, 60), (215, 60), (125, 245)], fill="black", width=12, joint="curve")
+    upload = tmp_path / "seven_on_paper.png"
+    paper.save(upload)
+    page = browser_page
+    page.goto(digits_demo.url)
+    expect(page.locator("#server-status")).to_contain_text("Triton: ready")
+    page.set_input_files(UPLOAD, str(upload))
+    expect(page.locator(TOP_LABEL)).to_have_text("7")
+    expect(page.locator("#drawing-scan img")).to_be_visible()
+    page.screenshot(path=artifacts_dir / "demo_paper_digit.png", full_page=True)
+
+
 def test_clicking_an_example_classifies_it(digits_demo, browser_page):
     path, digit = surest_validation_digit(digits_demo.client)
     page = browser_page

@@ -20,11 +20,13 @@ def test_drawn_validation_digits_come_back_as_their_scans():
     images, _ = validation_digits()
     correlations = []
     for scan in images[:60]:
-        converted = drawing_to_digit_scan(as_drawing(scan), scan_size=scan.shape[-1])
+        converted = drawing_to_digit_scan(as_drawing(scan))
         assert converted.shape == scan.shape and converted.dtype == np.uint8
         assert converted.max() == 255  # ink bright on dark, full contrast like the scans
         correlations.append(np.corrcoef(converted.ravel(), scan.ravel())[0, 1])
-    assert np.median(correlations) > 0.9, correlations
+    # Not the very scan: the conversion centres the ink and redraws it with the scans' usual pen (30% of the
+    # bitmap), not each writer's own.
+    assert np.median(correlations) > 0.85, correlations
 
 
 def test_thin_pen_is_thickened_to_the_scans_stroke():

@@ -80,7 +80,8 @@ def test_served_embedding_passes_the_parity_gate_against_pytorch(
         served = client.embed_files(digit_files.paths, send=send)
         max_batch = client.max_batch_size("alexnet_embedding")
         pixels = np.stack(
-            [prepare_image(data, resize_size=card.resize_size, image_size=card.image_size)
+            [prepare_image(data, resize_size=card.resize_size, image_size=card.image_size,
+                           input_conversion=card.input_conversion)
              for data in digit_files.contents]
         )  # fmt: skip
         report = check_features_against_pytorch(

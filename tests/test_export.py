@@ -93,6 +93,7 @@ def test_repository_configs_parse_and_match_the_onnx_files(digits_repository: Pa
         "resize_size": str(card.resize_size),
         "architecture": card.architecture,
         "dataset": card.dataset,
+        "input_conversion": "digit-scan",  # the digits model reads people's pictures as scans
         "source_weights_sha256": card.weights_sha256,
     }
     labels = (digits_repository / name / "labels.txt").read_text().splitlines()
@@ -106,6 +107,7 @@ def test_repository_configs_parse_and_match_the_onnx_files(digits_repository: Pa
     }
     assert preprocess.parameters["image_size"].string_value == str(size)
     assert preprocess.parameters["resize_size"].string_value == str(card.resize_size)
+    assert preprocess.parameters["input_conversion"].string_value == card.input_conversion == "digit-scan"
     version_dir = digits_repository / "alexnet_preprocess" / "1"
     assert (version_dir / "model.py").read_bytes() == PREPROCESS_MODEL.read_bytes()
     assert (version_dir / "image_preprocessing.py").read_bytes() == IMAGE_PREPROCESSING.read_bytes()
@@ -372,7 +374,8 @@ def test_calibration_folder_is_read_like_the_server_reads_uploads(tmp_path: Path
     pixels, name = real_images(card, folder)
     assert pixels.shape == (3, card.image_size, card.image_size, 3) and pixels.dtype == np.uint8
     first = prepare_image(
-        (folder / "image_0.png").read_bytes(), resize_size=card.resize_size, image_size=card.image_size
+        (folder / "image_0.png").read_bytes(), resize_size=card.resize_size, image_size=card.image_size,
+        input_conversion=card.input_conversion,  # the digits model's digit-scan, as the server applies it
     )
     assert np.array_equal(pixels[0], first) and str(folder) in name
 

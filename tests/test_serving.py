@@ -45,11 +45,10 @@ def assert_matches_reference(predictions, probabilities: np.ndarray) -> None:
 
 
 def model_pixels(digit_files, info) -> np.ndarray:
+    """The files as the served model's input: its input conversion (the digits model's digit-scan), resize."""
+    size = {"resize_size": info.resize_size, "image_size": info.image_size}
     return np.stack(
-        [
-            prepare_image(data, resize_size=info.resize_size, image_size=info.image_size)
-            for data in digit_files.contents
-        ]
+        [prepare_image(data, **size, input_conversion=info.input_conversion) for data in digit_files.contents]
     )
 
 

@@ -97,7 +97,8 @@ def test_torchrun_two_cpu_processes_train_as_well_as_one(digits_model_dir: Path,
     assert ddp.metrics["top1"] >= 0.90 and ddp.metrics["top1"] >= single.metrics["top1"] - 0.03
     # Both ranks trained on their half of every epoch ...
     for record in metrics_lines(out):
-        assert record["train_images_by_rank"] == [719, 719]  # 1,437 images, padded to 1,438 by the sampler
+        # 1,437 scans and 1,000 people-style digits, padded to 2,438 by the sampler
+        assert record["train_images_by_rank"] == [1219, 1219]
         assert record["val_images"] == 360  # every validation image counted once, across both ranks
     # ... and only rank 0 printed and wrote.
     for epoch in range(1, FIXTURE_EPOCHS + 1):

@@ -15,7 +15,7 @@ from PIL import Image
 
 from common.model_card import ModelCard
 from training import presets
-from training.data import digit_to_pil, load_data, make_loaders, validation_pixels
+from training.data import grey_to_pil, load_data, make_loaders, validation_pixels
 from training.digits import DIGIT_LABELS, load_digits_split
 from training.errors import TrainingError
 from triton_repository.image_preprocessing import prepare_image, resize_and_crop
@@ -104,11 +104,11 @@ def test_digits_validation_pixels_are_the_eval_transform_and_serving_resize():
     for index in range(0, 40, 7):
         scan = split.val_images[index]
         np.testing.assert_array_equal(
-            pixels[index], resize_and_crop(digit_to_pil(scan), resize_size=64, image_size=64)
+            pixels[index], resize_and_crop(grey_to_pil(scan), resize_size=64, image_size=64)
         )
         # What validation feeds the network is exactly these pixels, normalised.
         png = io.BytesIO()
-        digit_to_pil(scan).save(png, format="PNG")
+        grey_to_pil(scan).save(png, format="PNG")
         served = prepare_image(png.getvalue(), resize_size=64, image_size=64)
         mean, std = torch.tensor(source.mean).view(3, 1, 1), torch.tensor(source.std).view(3, 1, 1)
         normalised = (torch.from_numpy(served.copy()).permute(2, 0, 1).float() / 255 - mean) / std

@@ -16,7 +16,8 @@ from training.config import TrainConfig
 
 Architecture = Literal["torchvision", "paper"]
 Device = Literal["auto", "cpu", "cuda"]
-RecipeName = Literal["quickstart", "paper", "torchvision"]
+RecipeName = Literal["quickstart", "fashion-mnist", "paper", "torchvision"]
+Augmentation = Literal["paper", "torchvision", "shift", "people", "shift-flip", "flip", "none"]
 
 
 def option(name: str, *flags: str) -> Any:
@@ -32,7 +33,8 @@ def option(name: str, *flags: str) -> Any:
 def train(
     recipe: Annotated[RecipeName | None, option("recipe")] = None,
     data: Annotated[str | None, option("data")] = None,
-    out: Annotated[Path, option("out")] = Path(TrainConfig.out),
+    data_dir: Annotated[Path | None, option("data_dir")] = None,
+    out: Annotated[Path | None, option("out")] = None,
     arch: Annotated[Architecture | None, option("arch")] = None,
     epochs: Annotated[int | None, option("epochs")] = None,
     batch_size: Annotated[int | None, option("batch_size")] = None,
@@ -45,9 +47,7 @@ def train(
     schedule: Annotated[Literal["cosine", "step", "plateau"] | None, option("schedule")] = None,
     lr_step_epochs: Annotated[int | None, option("lr_step_epochs")] = None,
     max_lr_drops: Annotated[int | None, option("max_lr_drops")] = None,
-    augmentation: Annotated[
-        Literal["paper", "torchvision", "shift", "none"] | None, option("augmentation")
-    ] = None,
+    augmentation: Annotated[Augmentation | None, option("augmentation")] = None,
     ten_crop: Annotated[bool | None, option("ten_crop", "--ten-crop/--centre-crop")] = None,
     workers: Annotated[int | None, option("workers")] = None,
     compile: Annotated[bool, option("compile", "--compile")] = TrainConfig.compile,
@@ -68,10 +68,13 @@ def train(
     For several processes (DDP: NCCL on GPUs, gloo on CPUs): torchrun --nproc_per_node=N -m training ...
 
     Example: alexnet train --data digits --out runs/digits
+    Example: alexnet train --data fashion-mnist --out runs/fashion-mnist
     Example: alexnet train --recipe paper --data /data/imagenet --out runs/imagenet-paper
     """
     given = dict(locals())  # the options, named as TrainConfig's fields (None: not given)
-    given |= {"out": str(out), "init": str(init) if init else None, "compile": compile or None}
+    given |= {"out": str(out or config.default_out(data)), "compile": compile or None}
+    given["init"] = str(init) if init else None
+    given["data_dir"] = str(data_dir) if data_dir else None
     del given["resume"]
     from training.loop import run_command
 
@@ -168,8 +171,8 @@ def figures(
     data: Annotated[
         str | None,
         typer.Option(
-            help="Where the training and validation images are: digits, synthetic or an ImageNet-style "
-            "folder  \\[default: the data set model.json names]",
+            help="Where the training and validation images are: digits, fashion-mnist, synthetic or an "
+            "ImageNet-style folder  \\[default: the data set model.json names]",
             show_default=False,
         ),
     ] = None,

@@ -49,13 +49,23 @@ class TrainConfig:
     )
     data: str = option(
         "digits",
-        "digits (embedded, no download), synthetic (random tensors), or an ImageNet-style folder DIR: "
+        "digits (embedded, no download), fashion-mnist (Debian's dataset-fashion-mnist; its own recipe "
+        "unless --recipe says otherwise), synthetic (random tensors), or an ImageNet-style folder DIR: "
         "DIR/train/<class>/ and DIR/val/<class>/ holding JPEG, PNG or WebP files (class names from the "
         "folder names, or from DIR/labels.txt or ImageNet's DIR/LOC_synset_mapping.txt: one "
         "`<folder> <name>` line per class)",
         unset=RECIPE,
     )
-    out: str = option("runs/digits", "Model directory: weights, model.json, checkpoints, metrics.jsonl, tb/")
+    data_dir: str | None = option(
+        None,
+        "The folder of --data fashion-mnist's four IDX files (train-images-idx3-ubyte.gz, ...)",
+        unset="/usr/share/datasets/fashion-mnist, where Debian's dataset-fashion-mnist puts them",
+    )
+    out: str = option(
+        "runs/digits",
+        "Model directory: weights, model.json, checkpoints, metrics.jsonl, tb/",
+        unset="runs/digits; runs/fashion-mnist with --data fashion-mnist",
+    )
     arch: str = option(
         "torchvision",
         "torchvision (torchvision.models.alexnet, one column; loads torchvision's weights) or paper (NIPS "
@@ -102,8 +112,10 @@ class TrainConfig:
     augmentation: str | None = option(
         None,
         "Training transform: paper (random crop, flip, PCA lighting), torchvision (random resized crop, "
-        "flip), shift (small translations, for digits) or none",
-        unset="shift for digits, else paper or torchvision after --arch",
+        "flip), shift (small translations), people (shift, and 1,000 digits drawn as people write and type "
+        "them, read by the served model's digit-scan conversion), shift-flip (and horizontal flips, for "
+        "Fashion-MNIST), flip (horizontal flips only) or none",
+        unset="people for digits, shift-flip for fashion-mnist, else paper or torchvision after --arch",
     )
     ten_crop: bool = option(
         False,
@@ -137,6 +149,12 @@ class TrainConfig:
         if self.weight_decay is not None:
             return self.weight_decay
         return 5e-4 if self.optimizer == "sgd" else 0.05
+
+
+def default_out(data: str | None) -> str:
+    """The model directory when --out is left out: the data set's own for Fashion-MNIST, so that training it
+    never replaces the digits quickstart model."""
+    return "runs/fashion-mnist" if data == "fashion-mnist" else TrainConfig.out
 
 
 def option_help(name: str) -> tuple[str, str | None]:
@@ -180,6 +198,6 @@ def merge_for_resume(given: dict[str, Any], saved: dict[str, Any], checkpoint: P
 
 
 def _normalise(name: str, value: Any) -> Any:
-    if name == "data" and value not in ("digits", "synthetic"):
+    if name == "data" and value not in ("digits", "fashion-mnist", "synthetic"):
         return str(Path(value).expanduser().resolve())
     return value

@@ -1,4 +1,5 @@
-"""The data the loop trains on: ImageNet-style folders, the embedded digits, or synthetic tensors.
+"""The data the loop trains on: ImageNet-style folders, the embedded digits, Fashion-MNIST, or synthetic
+tensors.
 
 Every dataset yields (image tensor, label, skipped) where `skipped` counts unreadable files that
 an item replaced, so the loop can report them. Folder layout (what ImageNet users already have):
@@ -23,17 +24,28 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler
 
 from common.model_card import ModelCard
-from training import presets
+from training import fashion_mnist, presets
 from training.digits import DIGIT_LABELS, load_digits_split
 from training.errors import TrainingError
+from training.people_digits import training_scans
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LABEL_FILES = ("labels.txt", "LOC_synset_mapping.txt")
 # Mean and standard deviation of the digits' training pixels once resized to 64 (grey, so equal per channel).
 DIGITS_MEAN, DIGITS_STD = (0.3055,) * 3, (0.3247,) * 3
+# The same for Fashion-MNIST's 60,000 training images (0.2860 and 0.3530 at their own 28 pixels).
+FASHION_MEAN, FASHION_STD = (0.2836,) * 3, (0.3369,) * 3
+# `--augmentation people` (the digits' default) adds this many digits per class drawn as people write and type
+# them (the people_digits generator's training stream, never its test split), read by the digit-scan
+# conversion: 1,000 beside the 1,437 scans (docs/training.md).
+PEOPLE_SCANS_PER_DIGIT = 100
+# The data sets named by a word rather than a folder; the small greyscale ones are resized straight to the
+# model's size.
+NAMED_DATA = ("digits", fashion_mnist.NAME, "synthetic")
+SMALL_IMAGES = ("digits", fashion_mnist.NAME, "synthetic")
 SYNTHETIC_CLASSES = 1000  # ImageNet's shape: synthetic data is for throughput runs
 SYNTHETIC_SEED = 1234
 UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -43,7 +55,7 @@ UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.De
 class DataSource:
     """What `--data` resolved to: the two datasets and the facts model.json records."""
 
-    name: str  # "digits", "synthetic" or the folder's absolute path
+    name: str  # "digits", "fashion-mnist", "synthetic" or the folder's absolute path
     train: Dataset
     val: Dataset
     labels: list[str]
@@ -52,18 +64,22 @@ class DataSource:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augmentation: str
+    data_dir: str | None = None  # where fashion-mnist's files were read from
+    input_conversion: str = "none"  # model.json's: "digit-scan" for the digits, whose inputs are scans
 
 
 def default_resize_size(data: str, image_size: int) -> int:
-    """Digits are tiny scans: resize straight to the model's size. Photos: the usual 256/224 ratio."""
-    if data in ("digits", "synthetic"):
+    """Digits and Fashion-MNIST are tiny: resize straight to the model's size. Photos: the usual 256/224."""
+    if data in SMALL_IMAGES:
         return image_size
     return round(image_size * 256 / 224)
 
 
 def default_augmentation(data: str, architecture: str) -> str:
     if data == "digits":
-        return "shift"
+        return "people"
+    if data == fashion_mnist.NAME:
+        return "shift-flip"
     if data == "synthetic":
         return "none"
     return "paper" if architecture == "paper" else "torchvision"
@@ -77,12 +93,17 @@ def load_data(
     augmentation: str | None = None,
     ten_crop: bool = False,
     synthetic_size: int = 1280,
+    data_dir: str | None = None,
 ) -> DataSource:
-    """Resolve `--data` (digits, synthetic or an ImageNet-style folder) into train and val datasets."""
+    """Resolve `--data` (digits, fashion-mnist, synthetic or an ImageNet-style folder) into train and val
+    datasets. `data_dir`: where fashion-mnist's IDX files are (default: Debian's package's folder)."""
     augmentation = augmentation or default_augmentation(data, architecture)
     resize_size = default_resize_size(data, image_size)
     if data == "digits":
         mean, std, labels = DIGITS_MEAN, DIGITS_STD, list(DIGIT_LABELS)
+    elif data == fashion_mnist.NAME:
+        mean, std, labels = FASHION_MEAN, FASHION_STD, list(fashion_mnist.LABELS)
+        data_dir = str(fashion_mnist.check_files(data_dir))
     elif data == "synthetic":
         mean, std = presets.IMAGENET_MEAN, presets.IMAGENET_STD
         labels = [f"class_{index:03d}" for index in range(SYNTHETIC_CLASSES)]
@@ -96,7 +117,13 @@ def load_data(
     if data == "digits":
         split = load_digits_split()
         train = DigitsDataset(split.train_images, split.train_labels, train_tf)
+        if augmentation == "people":
+            scans, scan_labels = training_scans(PEOPLE_SCANS_PER_DIGIT)
+            train = ConcatDataset([train, DigitsDataset(scans, scan_labels, train_tf)])
         val = DigitsDataset(split.val_images, split.val_labels, eval_tf)
+    elif data == fashion_mnist.NAME:
+        train = FashionMNISTDataset(data_dir, "train", train_tf)
+        val = FashionMNISTDataset(data_dir, "test", eval_tf)
     elif data == "synthetic":
         normalise = presets.normalise_transform(mean=mean, std=std)
         train = SyntheticDataset(synthetic_size, image_size, "train", normalise)
@@ -109,14 +136,19 @@ def load_data(
         val = ImageFolderDataset(scan_split(root, "val", class_folders), eval_tf, substitute_unreadable=False)
         val.check_something_readable()
         data = str(root)
-    return DataSource(data, train, val, labels, image_size, resize_size, mean, std, augmentation)
+    return DataSource(
+        data, train, val, labels, image_size, resize_size, mean, std, augmentation,
+        data_dir=data_dir if data == fashion_mnist.NAME else None,
+        input_conversion="digit-scan" if data == "digits" else "none",
+    )  # fmt: skip
 
 
 # --- the embedded digits --------------------------------------------------------------------------
 
 
-def digit_to_pil(scan: np.ndarray) -> Image.Image:
-    """An 8x8 uint8 grey scan as the RGB picture a user would upload."""
+def grey_to_pil(scan: np.ndarray) -> Image.Image:
+    """A uint8 grey image (an 8x8 digit scan, a 28x28 Fashion-MNIST photo) as the RGB picture a user would
+    upload."""
     return Image.fromarray(np.ascontiguousarray(scan), mode="L").convert("RGB")
 
 
@@ -128,7 +160,52 @@ class DigitsDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        return self.transform(digit_to_pil(self.images[index])), int(self.labels[index]), 0
+        return self.transform(grey_to_pil(self.images[index])), int(self.labels[index]), 0
+
+
+# --- Fashion-MNIST ---------------------------------------------------------------------------------
+
+
+def read_fashion_mnist(data_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images [N, 28, 28] (light on dark) and int64 labels [N] of a split ("train" or "test"), read by
+    torchvision.datasets.FashionMNIST. It wants all four files uncompressed under ROOT/FashionMNIST/raw/
+    (where its download puts them); Debian ships them compressed, so they are unpacked into a temporary
+    folder, the split is read into memory and the folder removed."""
+    import gzip
+    import shutil
+    import tempfile
+
+    from torchvision.datasets import FashionMNIST
+
+    folder = fashion_mnist.check_files(data_dir)
+    with tempfile.TemporaryDirectory(prefix="fashion-mnist-") as root:
+        raw = Path(root) / FashionMNIST.__name__ / "raw"
+        raw.mkdir(parents=True)
+        for name in (name for pair in fashion_mnist.FILES.values() for name in pair):
+            with gzip.open(folder / name, "rb") as packed, open(raw / name.removesuffix(".gz"), "wb") as out:
+                shutil.copyfileobj(packed, out)
+        try:
+            dataset = FashionMNIST(root, train=split == "train", download=False)
+        except (RuntimeError, OSError, ValueError) as error:
+            raise TrainingError(
+                f"{folder}: the {split} files cannot be read as Fashion-MNIST ({error}): reinstall "
+                f"{fashion_mnist.APT_PACKAGE} or copy the files again"
+            ) from error
+        return dataset.data, dataset.targets.to(torch.int64)
+
+
+class FashionMNISTDataset(Dataset):
+    """One split of Fashion-MNIST, held in memory (47 MB for the training split)."""
+
+    def __init__(self, data_dir: str | Path, split: str, transform: Callable) -> None:
+        self.images, self.labels = read_fashion_mnist(data_dir, split)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        return self.transform(grey_to_pil(self.images[index].numpy())), int(self.labels[index]), 0
 
 
 # --- synthetic data -------------------------------------------------------------------------------
@@ -360,7 +437,8 @@ def _leave_ctrl_c_to_the_trainer(worker_id: int) -> None:
 
 
 def default_workers(data: str, world_size: int) -> int:
-    """In-memory data (digits, synthetic) is cheapest in the training process; files need decoders."""
+    """In-memory data (digits, synthetic) is cheapest in the training process; files need decoders, and
+    Fashion-MNIST's 60,000 images need their augmentation off the training process."""
     if data in ("digits", "synthetic"):
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -374,7 +452,8 @@ def validation_pixels(
     card: ModelCard, data: str = "digits", limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [N, S, S, 3] RGB validation images after the evaluation resize and crop (not normalised),
-    and their int64 labels. `data` is "digits", "synthetic" or an ImageNet-style folder (its val/ split)."""
+    and their int64 labels. `data` is "digits", "fashion-mnist" (its test split), "synthetic" or an
+    ImageNet-style folder (its val/ split)."""
     return split_pixels(card, data, "val", limit)
 
 
@@ -405,8 +484,8 @@ class SplitImages:
 
 
 def split_images(card: ModelCard, data: str, split_name: str, synthetic_size: int = 256) -> SplitImages:
-    """The "train" or "val" split of `data` ("digits", "synthetic" or an ImageNet-style folder), read as
-    evaluation sees it: resized and centre-cropped to the model's size, not normalised."""
+    """The "train" or "val" split of `data` (digits, fashion-mnist, synthetic or an ImageNet-style folder),
+    read as evaluation sees it: resized and centre-cropped to the model's size, not normalised."""
     to_pixels = presets.eval_pixels(image_size=card.image_size, resize_size=card.resize_size)
     if data == "digits":
         split = load_digits_split()
@@ -415,7 +494,16 @@ def split_images(card: ModelCard, data: str, split_name: str, synthetic_size: in
         labels = split.train_labels if train else split.val_labels
         return SplitImages(
             np.asarray(labels, np.int64),
-            lambda i: np.asarray(to_pixels(digit_to_pil(scans[i])), np.uint8),
+            lambda i: np.asarray(to_pixels(grey_to_pil(scans[i])), np.uint8),
+            card.image_size,
+        )
+    if data == fashion_mnist.NAME:
+        # Where the model was trained from (model.json), else Debian's folder.
+        data_dir = card.training.get("data_dir") if card.dataset == fashion_mnist.NAME else None
+        images, labels = read_fashion_mnist(data_dir, "train" if split_name == "train" else "test")
+        return SplitImages(
+            labels.numpy().astype(np.int64),
+            lambda i: np.asarray(to_pixels(grey_to_pil(images[i].numpy())), np.uint8),
             card.image_size,
         )
     if data == "synthetic":
@@ -450,6 +538,6 @@ def split_pixels(
     """validation_pixels for either split ("train" or "val"): the first `limit` readable images."""
     images = split_images(card, data, split_name, synthetic_size=limit or 256)
     pixels, kept = images.pixels(range(len(images.labels)), limit)
-    if not len(pixels) and data not in ("digits", "synthetic"):
+    if not len(pixels) and data not in NAMED_DATA:
         raise TrainingError(f"no readable images in {Path(data) / split_name}: add JPEG or PNG files")
     return pixels, images.labels[kept]

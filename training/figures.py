@@ -249,7 +249,7 @@ def write_png(image: Image.Image, path: Path) -> Path:
 
 def write_figures(model_dir: Path, data: str | None = None) -> Figures:
     """Both figures as PNG files in `model_dir`, from its weights and its data set's two splits."""
-    from training.data import split_images
+    from training.data import NAMED_DATA, split_images
     from training.model_dir import load_model_dir
 
     network, card = load_model_dir(model_dir, device="cpu")
@@ -259,7 +259,7 @@ def write_figures(model_dir: Path, data: str | None = None) -> Figures:
         else (f"{model_dir} was trained on {card.dataset or 'an unknown data set'}, which is not here")
     )
     data = data or card.dataset
-    if not (data in ("digits", "synthetic") or Path(data).is_dir()):
+    if not (data in NAMED_DATA or Path(data).is_dir()):
         raise TrainingError(
             f"{where}: pass --data DIR, a folder with DIR/train/<class>/ and DIR/val/<class>/ images of "
             "the model's classes"

@@ -116,6 +116,7 @@ def prepare(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | 
         augmentation=config.augmentation,
         ten_crop=config.ten_crop,
         synthetic_size=config.synthetic_size,
+        data_dir=config.data_dir,
     )
     if checkpoint is not None and checkpoint["labels"] != source.labels:
         raise TrainingError(
@@ -317,6 +318,7 @@ def _card(run: Run) -> ModelCard:
         mean=list(source.mean),
         std=list(source.std),
         dataset=source.name,
+        input_conversion=source.input_conversion,
         metrics=dict(state.best_metrics),
         training={
             "optimizer": config.optimizer,
@@ -331,6 +333,7 @@ def _card(run: Run) -> ModelCard:
             "epochs": state.epoch,
             "epochs_planned": config.epochs,
             "augmentation": source.augmentation,
+            **({"data_dir": source.data_dir} if source.data_dir else {}),
             "initialisation": state.initialisation,
             "world_size": runtime.world_size,
             "device": runtime.device.type,

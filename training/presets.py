@@ -9,6 +9,11 @@ resized to 256; the quickstart trains at 64 from digits resized to 64.
 - `torchvision`: RandomResizedCrop + horizontal flip, as torchvision trained its AlexNet weights.
 - `shift`: resize to `resize_size`, a random `image_size` crop out of a few pixels of padding, no
   flip and no colour change: for digits, where a mirrored 2 is not a 2.
+- `people`: `shift`, for the digits, to which training/data.py adds digits drawn as people write and type
+  them, read by the digit-scan conversion the served model applies (training/people_digits.py).
+- `shift-flip`: `shift` and a horizontal flip: for Fashion-MNIST, whose mirrored shirts and shoes are
+  still shirts and shoes.
+- `flip`: resize to `image_size` and a horizontal flip, nothing else.
 - `none`: the evaluation transform, for throughput runs.
 
 Evaluation is resize + centre crop; `ten_crop_transform` is the paper's ten-patch test (of the same
@@ -26,7 +31,7 @@ from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTATIONS = ("paper", "torchvision", "shift", "none")
+AUGMENTATIONS = ("paper", "torchvision", "shift", "people", "shift-flip", "flip", "none")
 
 # The principal components of ImageNet's RGB pixel values (in [0, 1] units) that the paper's
 # lighting augmentation moves along. The paper does not publish them; these are the values every
@@ -155,11 +160,15 @@ def train_transform(
             v2.RandomResizedCrop(image_size, interpolation=bilinear, antialias=True),
             v2.RandomHorizontalFlip(),
         ]
-    elif augmentation == "shift":
+    elif augmentation in ("shift", "people", "shift-flip"):
         steps = [
             v2.Resize(resize_size, interpolation=bilinear, antialias=True),
             v2.RandomCrop(image_size, padding=max(1, image_size // 16)),
         ]
+        if augmentation == "shift-flip":
+            steps.append(v2.RandomHorizontalFlip())
+    elif augmentation == "flip":
+        steps = [eval_pixels(image_size=image_size, resize_size=resize_size), v2.RandomHorizontalFlip()]
     elif augmentation == "none":
         steps = [eval_pixels(image_size=image_size, resize_size=resize_size)]
     else:

@@ -6,6 +6,10 @@
   references/classification/README.md (its table of default parameters, and "AlexNet and VGG":
   `torchrun --nproc_per_node=8 train.py --model alexnet --lr 1e-2`) and train.py's defaults.
 - `quickstart`: this project's digits defaults (docs/training.md), the default recipe.
+- `fashion-mnist`: this project's Fashion-MNIST settings (docs/training.md), the default with
+  `--data fashion-mnist`. The bar it clears: the data set's own README (Debian's dataset-fashion-mnist puts
+  it in /usr/share/doc/dataset-fashion-mnist/README.md.gz) lists "AlexNet with Triplet loss" at 0.899 test
+  accuracy and VGG16 at 0.935.
 
 A recipe's values are TrainConfig fields; a flag given on the command line overrides its field. The
 learning rate is per 256 images and scales linearly with the global batch (batch size x processes), so
@@ -121,8 +125,27 @@ RECIPES = {
             },
         },
     ),
+    "fashion-mnist": Recipe(
+        name="fashion-mnist",
+        source="this project's Fashion-MNIST trials, docs/training.md",
+        settings={
+            "data": Setting("fashion-mnist", "Debian's dataset-fashion-mnist: 60,000 train, 10,000 test"),
+            "arch": Setting("torchvision", "the quickstart's network"),
+            "init_scheme": Setting("he", "as the quickstart: He et al. 2015"),
+            "optimizer": Setting("adamw", "as the quickstart"),
+            "batch_size": Setting(128, "469 steps an epoch; no slower per image than 64 on a CPU"),
+            "schedule": Setting("cosine", "after a half-epoch linear warm-up"),
+            "warmup_epochs": Setting(0.5, "a short warm-up: 5 epochs leave little room"),
+            "epochs": Setting(5, "above 91% test top-1 within them (docs/training.md)"),
+            "image_size": Setting(64, "the 28x28 photos need no more; about the smallest AlexNet takes"),
+            "augmentation": Setting("shift-flip", "small shifts and mirror images (a mirrored shoe is one)"),
+            "ten_crop": Setting(False, "centre crop (the whole image at 64 px)"),
+        },
+    ),
 }
 DEFAULT_RECIPE = "quickstart"
+# A data set with a recipe of its own gets it when --recipe is left out.
+RECIPE_OF_DATA = {"fashion-mnist": "fashion-mnist"}
 
 
 def recipe_settings(given: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +154,8 @@ def recipe_settings(given: dict[str, Any]) -> dict[str, Any]:
     `given` maps TrainConfig fields to the values given on the command line (None: not given).
     """
     explicit = {name: value for name, value in given.items() if value is not None}
-    recipe = find_recipe(explicit.setdefault("recipe", DEFAULT_RECIPE))
+    default = RECIPE_OF_DATA.get(explicit.get("data"), DEFAULT_RECIPE)
+    recipe = find_recipe(explicit.setdefault("recipe", default))
     if recipe.needs_data and "data" not in explicit:
         raise TrainingError(
             f"--recipe {recipe.name} is ImageNet's: pass --data DIR (an ImageNet-style folder with train/ "

@@ -83,6 +83,7 @@ def card_parameters(card: ModelCard) -> dict[str, str]:
         "resize_size": str(card.resize_size),
         "architecture": card.architecture,
         "dataset": card.dataset,
+        "input_conversion": card.input_conversion,
         "source_weights_sha256": card.weights_sha256,
     }
 
@@ -233,6 +234,7 @@ def preprocess_config(name: str, card: ModelCard, *, max_batch_size: int, device
         {
             "image_size": str(size),
             "resize_size": str(card.resize_size),
+            "input_conversion": card.input_conversion,
             "max_image_bytes": str(MAX_IMAGE_BYTES),
             "max_image_pixels": str(MAX_IMAGE_PIXELS),
             "max_request_bytes": str(MAX_REQUEST_BYTES),

@@ -2,9 +2,10 @@
 
 `alexnet export onnx` copies this file to REPO/<name>_preprocess/<version>/model.py and
 image_preprocessing.py beside it (triton_repository.layout.write_preprocess_model): that module is the
-one implementation of decode + resize + centre crop, shared with the `alexnet classify` client. Triton's
-Python backend puts the version folder on sys.path, so it imports as a top-level module. The sizes and
-limits come from this model's config parameters, which export wrote from model.json.
+one implementation of decode + input conversion + resize + centre crop, shared with the `alexnet
+classify` client and the demo page. Triton's Python backend puts the version folder on sys.path, so it
+imports as a top-level module. The sizes, the input conversion and the limits come from this model's
+config parameters, which export wrote from model.json.
 
 Every request of a batch is answered on its own: an image that is empty, corrupt, too large or of
 another format fails its own request with INVALID_ARG and a message saying what to send; the other
@@ -41,6 +42,8 @@ class TritonPythonModel:
 
         self.image_size = parameter("image_size")
         self.resize_size = parameter("resize_size")
+        # Repositories exported before input conversions existed have none.
+        self.input_conversion = parameters.get("input_conversion", {}).get("string_value", "none")
         self.limits = {"max_bytes": parameter("max_image_bytes"), "max_pixels": parameter("max_image_pixels")}
         # Per request, all its images together (configs exported before these existed: 4 images' worth).
         self.request_bytes = int(parameters.get("max_request_bytes", {}).get("string_value", 0)) or (
@@ -51,7 +54,13 @@ class TritonPythonModel:
         )
 
     def _prepare(self, data: bytes) -> np.ndarray:
-        return prepare_image(data, resize_size=self.resize_size, image_size=self.image_size, **self.limits)
+        return prepare_image(
+            data,
+            resize_size=self.resize_size,
+            image_size=self.image_size,
+            input_conversion=self.input_conversion,
+            **self.limits,
+        )
 
     def _request_too_large(self, items: list[bytes]) -> str | None:
         """Why this request's images together are over the limits, or None."""

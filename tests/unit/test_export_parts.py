@@ -49,6 +49,14 @@ def test_parity_counts_disagreements_apart_from_ties_within_tolerance():
         compare_outputs("onnx", reference, candidate[:2], tolerance=1e-4)
 
 
+def test_two_classes_that_swap_within_the_tolerance_are_a_tie():
+    """Each score moved by less than the tolerance, yet the top two swapped: their gap was under twice it."""
+    reference = np.array([[0.500075, 0.499925, 0.0]], dtype=np.float32)
+    candidate = np.array([[0.49998, 0.50002, 0.0]], dtype=np.float32)
+    check = compare_outputs("int8", reference, candidate, tolerance=1e-4)
+    assert (check.ties, check.disagreements) == (1, 0) and check.passed
+
+
 def test_smoothness_tells_random_kernels_from_smooth_ones():
     from training.figures import smoothness
 
