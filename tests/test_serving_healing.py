@@ -29,6 +29,12 @@ from serving.server import TritonServer, Worker, free_port
 from serving.supervisor import Supervisor
 from triton_repository.image_preprocessing import prepare_image
 
+
+def served_pixels(image: bytes) -> np.ndarray:
+    """[1, 64, 64, 3]: what the server's preprocessing makes of an encoded digit for the session's digits
+    model (its model.json's input conversion, digit-scan, then the resize)."""
+    return prepare_image(image, resize_size=64, image_size=64, input_conversion="digit-scan")[np.newaxis]
+
 pytestmark = pytest.mark.slow
 
 HEALTH_SCRIPT = Path(__file__).resolve().parent.parent / "serving" / "health.py"
@@ -255,7 +261,7 @@ def test_a_killed_worker_is_noticed_and_healed_under_load(
     """SIGKILL under load: readiness turns false, the server is restarted, correct answers return within
     30 s, no request outlives its timeout, and the failed requests are counted (printed)."""
     image = digit_files.contents[0]
-    pixels = prepare_image(image, resize_size=64, image_size=64)[np.newaxis]
+    pixels = served_pixels(image)
     expected = reference_top1(served_onnx_session, pixels)[0]
     lines: list[str] = []
     with new_server(digits_repository, tmp_path / "triton.log") as server:
@@ -407,7 +413,7 @@ def test_a_new_version_rolls_out_under_load_and_a_broken_one_leaves_the_old_serv
     repository = tmp_path / "model_repository"
     shutil.copytree(digits_repository, repository, copy_function=os.symlink)  # the files are large
     image = digit_files.contents[0]
-    pixels = prepare_image(image, resize_size=64, image_size=64)[np.newaxis]
+    pixels = served_pixels(image)
     expected = reference_top1(served_onnx_session, pixels)[0]
     lines: list[str] = []
     with new_server(repository, tmp_path / "triton.log") as server:
@@ -515,7 +521,7 @@ def test_rollouts_never_end_the_server_and_deaths_are_seen_by_version(
     repository = tmp_path / "model_repository"
     shutil.copytree(digits_repository, repository, copy_function=os.symlink)
     image = digit_files.contents[0]
-    pixels = prepare_image(image, resize_size=64, image_size=64)[np.newaxis]
+    pixels = served_pixels(image)
     expected = reference_top1(served_onnx_session, pixels)[0]
     lines: list[str] = []
     with new_server(repository, tmp_path / "triton.log") as server:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from serving import health
 from serving.client import NO_RETRY, OVERLOAD_MESSAGES, InferenceRejected, RetryPolicy, TritonClassifier
@@ -39,9 +39,12 @@ BURST = 10
 
 
 def big_flat_png() -> bytes:
-    """6000x6000 pixels (the per-image limit) of one colour: 120 KB to send, a visible time to decode."""
+    """6000x6000 pixels (the per-image limit) of paper with one dark stroke, a "1" for the digits model's
+    conversion: a small file to send, a visible time to decode."""
+    image = Image.new("RGB", (6000, 6000), (200, 200, 200))
+    ImageDraw.Draw(image).rectangle((2800, 1000, 3200, 5000), fill=(20, 20, 20))
     buffer = io.BytesIO()
-    Image.new("RGB", (6000, 6000), (200, 200, 200)).save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
