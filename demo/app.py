@@ -60,7 +60,13 @@ class _Classifier:
         self.model = model
 
     def pixels(self, image: Image.Image) -> np.ndarray:
-        return picture_pixels(image, self.model)
+        """The model's input for a picture; a picture the input conversion finds nothing in (a blank page for
+        the digits model) gets the conversion's message on the page."""
+        try:
+            return picture_pixels(image, self.model)
+        except ImageError as error:
+            message = f"{str(error).capitalize()}."
+            raise gr.Error(message, title="Nothing to read", print_exception=False) from None
 
     def classify(self, image: Image.Image) -> tuple[dict[str, float], str]:
         pixels = self.pixels(image)
@@ -169,11 +175,11 @@ def build_demo(client: TritonClassifier, repository: Path | None = None) -> gr.B
         if upload is None or search is None:
             return None
         try:
-            image = read_upload(upload)
+            pixels = classifier.pixels(read_upload(upload))
         except gr.Error:  # the answer beside it already says why, in one message
             return None
         with _triton_errors():
-            return search.nearest(classifier.pixels(image))
+            return search.nearest(pixels)
 
     def classify_drawing(drawing: dict | None) -> tuple[dict[str, float], str, np.ndarray]:
         composite = (drawing or {}).get("composite")

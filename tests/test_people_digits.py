@@ -37,3 +37,17 @@ def test_the_command_prints_a_line_per_style_and_writes_them_as_json(digits_demo
     assert result.returncode == 0, result.stderr
     assert "image endpoint" in result.stdout and "sketchpad" in result.stdout
     assert [entry["style"] for entry in json.loads(out.read_text())] == list(STYLES)
+
+
+def test_a_blank_page_is_refused_with_what_to_send(digits_demo):
+    import io
+
+    from PIL import Image
+
+    from serving.client import InferenceRejected
+
+    blank = io.BytesIO()
+    Image.new("RGB", (300, 200), "white").save(blank, format="PNG")
+    with pytest.raises(InferenceRejected, match="no digit found in the image") as refused:
+        digits_demo.client.classify_bytes([blank.getvalue()])
+    assert refused.value.status == "INVALID_ARG"

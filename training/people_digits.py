@@ -19,9 +19,12 @@ without its bar, ...), every point jittered, the whole slanted, turned, narrowed
 The typed styles use the fonts that ship inside the gradio package (KaTeX's, pinned with gradio) and
 Pillow's own default font, never the host's: fonts differ between machines.
 
-Kept apart from tuning: the project tuned the digit-scan conversion (triton_repository/
-image_preprocessing.py) on the `tune` split (seeds below TEST_SEED_OFFSET, TUNE_FONTS) and reports on the
-`test` split (other seeds, HELD_OUT_FONTS only). numpy and Pillow only: the demo's tests use it too.
+Kept apart: the project tuned the digit-scan conversion (triton_repository/image_preprocessing.py) and
+the digits' training on the `tune` split (seeds below TEST_SEED_OFFSET, TUNE_FONTS) and reports on the
+`test` split (other seeds, HELD_OUT_FONTS only). The digits model trains on `training_scans`, a third
+stream of seeds, with TUNE_FONTS only. The stroke shapes are common to all three, so the test split
+measures new pens, places, light, slant and fonts, not new handwriting. numpy and Pillow only: the demo's
+tests use it too.
 """
 
 from __future__ import annotations
