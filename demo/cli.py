@@ -9,6 +9,11 @@ import typer
 
 from demo.errors import DemoError
 
+START_TRITON = (
+    "start it with `alexnet serve --repository model_repository`, or run `alexnet quickstart`, which trains, "
+    "exports, serves and opens the page"
+)
+
 
 def demo(
     url: Annotated[
@@ -40,7 +45,6 @@ def demo(
     from common.ports import port_problems
     from serving.cli import wait_for_server
     from serving.client import TritonClassifier
-    from serving.errors import ServingError
 
     if protocol not in ("grpc", "http"):
         raise DemoError(f"unknown protocol {protocol!r}: use --protocol grpc or --protocol http")
@@ -48,15 +52,12 @@ def demo(
     if problems:
         raise DemoError("; ".join(problems))
     client = TritonClassifier(url, protocol=protocol, model=model)
-    try:
-        wait_for_server(client, wait)
-        from demo.app import build_demo, launch_demo  # Gradio: seconds to import
-        from demo.quickstart import serve_forever
+    # A ServingError (nothing answers, no such model) reaches the user as serving wrote it.
+    wait_for_server(client, wait, how_to_start=START_TRITON)
+    from demo.app import build_demo, launch_demo  # Gradio: seconds to import
+    from demo.quickstart import serve_forever
 
-        page = build_demo(client, repository)
-    except ServingError as error:
-        quickstart = "or run `alexnet quickstart`, which trains, exports, serves and opens the page"
-        raise DemoError(f"{error}; {quickstart}") from None
+    page = build_demo(client, repository)
     page_url = launch_demo(page, host=host, port=port, quiet=True)
     typer.echo(f"Demo page: {page_url} (asking Triton at {client.url} over {protocol})")
     try:

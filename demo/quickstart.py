@@ -178,8 +178,7 @@ def ensure_exported(model_dir: Path, repository: Path, name: str, say: Callable[
 
 def port_or_free(port: int, say: Callable[[str], None], host: str = "127.0.0.1") -> int:
     """`port` if a server can listen there; otherwise (or for 0) a free one."""
-    from common.ports import listen_problem
-    from serving.server import free_port
+    from common.ports import free_port, listen_problem
 
     if port == 0:
         return free_port()

@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import sys
 import sysconfig
 import tempfile
@@ -56,6 +55,7 @@ import torch
 from torch import nn
 
 from common.machine import cpu_isa
+from common.ports import free_port
 
 DEFAULT_OUT = Path("artifacts") / "gpu-check"
 REPORT_FILE = "gpu_check.json"
@@ -636,7 +636,7 @@ def check_ddp(check: Check, section: Section) -> None:
     backend_name = "nccl" if check.on_gpu else "gloo"
     extra = {"device_id": check.device} if check.on_gpu else {}
     dist.init_process_group(
-        backend_name, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1, **extra
+        backend_name, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1, **extra
     )
     try:
         torch.manual_seed(0)
@@ -663,12 +663,6 @@ def check_ddp(check: Check, section: Section) -> None:
     section.results = {"backend": backend_name, "all_reduce": total.item(), "max_weight_diff": difference}
     if total.item() != 1.0 or difference > 1e-4:
         raise Failure(f"DDP's step differs from the plain one by {difference:.2e}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- agreement on logits ----------------------------------------------------------------------------------

@@ -109,14 +109,21 @@ def refuse_unusable_ports(host: str, ports: dict[str, int]) -> None:
         raise ServingError("; ".join(problems))
 
 
-def wait_for_server(classifier, wait: float, say=lambda line: typer.echo(line, err=True)) -> None:
+START_TRITON = "start it with `alexnet serve --repository model_repository`"
+
+
+def wait_for_server(
+    classifier,
+    wait: float,
+    say=lambda line: typer.echo(line, err=True),
+    how_to_start: str = START_TRITON,
+) -> None:
     """Wait up to `wait` seconds for the served model; if it is not ready at once, say first what is being
     waited for and how to start it, so a missing server is never a silent pause."""
     if not classifier.is_ready():
         say(
             f"waiting up to {wait:g} s for Triton at {classifier.url} ({classifier.protocol}) to serve "
-            f"{classifier.model} (start it with `alexnet serve --repository model_repository`, or point "
-            "--url at yours; --wait sets how long)"
+            f"{classifier.model} ({how_to_start}, or point --url at yours; --wait sets how long)"
         )
     classifier.wait_until_ready(timeout=wait)
 

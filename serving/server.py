@@ -26,7 +26,6 @@ import py_compile
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -43,6 +42,7 @@ from tritonclient.grpc import model_config_pb2
 from common.hashing import sha256_of
 from common.machine import gpu_available, usable_cpu_count
 from common.onnx_session import ProviderUse, tensorrt_available
+from common.ports import free_port  # noqa: F401  (imported from here by callers)
 from serving.errors import ServingError
 from triton_repository.configs import (
     ONNX_BACKEND,
@@ -79,13 +79,6 @@ LOG_TAIL_LINES = 200
 # "failed to load 'alexnet' version 3: Internal: ... Protobuf parsing failed."
 LOAD_FAILURE = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*)")
 LOADED = re.compile(r"successfully loaded '(?P<model>[^']+)'")  # all of a model's versions are loaded
-
-
-def free_port() -> int:
-    """A TCP port that nothing listens on right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -917,7 +917,8 @@ dynamic_batching { max_queue_delay_microseconds: 100 }
     )
     assert list(plan.input[0].dims) == [224, 224, 3] and plan.output[0].label_filename == "labels.txt"
     (tmp_path / "alexnet" / "config.pbtxt").write_text('name: "alexnet"\ninput [ { name: "pixels" ')
-    with pytest.raises(trt_plan.PlanError, match="config.pbtxt is not a valid Triton model config"):
+    invalid = "config.pbtxt is not a valid Triton model config"
+    with pytest.raises(trt_plan.configs.RepositoryError, match=invalid):
         trt_plan.read_onnx_model(tmp_path, "alexnet")
 
 
