@@ -12,12 +12,12 @@ import json
 import platform
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from common.timing import timed_loop
 from export.onnx_export import export_onnx, read_metadata
 from export.quantize import quantize_int8
 from triton_repository.layout import INPUT_NAME, ONNX_FILE
@@ -28,12 +28,7 @@ ENGINES = ("pytorch_eager", "onnxruntime_fp32", "onnxruntime_int8")
 
 def images_per_second(run: Callable[[], object], batch_size: int, seconds: float) -> float:
     """Repeat `run` for about `seconds` (at least 3 times) after one warm-up call."""
-    run()
-    runs, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds or runs < 3:
-        run()
-        runs += 1
-    return runs * batch_size / elapsed
+    return timed_loop(run, seconds).per_second(batch_size)
 
 
 def run_bench_export(

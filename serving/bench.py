@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.timing import timed_loop
 from serving.client import OVERLOAD_MESSAGES, PIXELS, PROBABILITIES, RetryPolicy, TritonClassifier
 from serving.errors import ServingError
 from triton_repository.layout import ONNX_FILE, newest_file
@@ -297,13 +298,7 @@ def measure_inprocess(
 ) -> InProcessResult:
     """Run one batch size back to back for `duration` seconds (after one untimed run)."""
     batch = np.random.default_rng(0).integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8)
-    session.run(None, {input_name: batch})
-    latencies: list[float] = []
-    started = time.perf_counter()
-    while time.perf_counter() - started < duration or len(latencies) < 3:
-        sent = time.perf_counter()
-        session.run(None, {input_name: batch})
-        latencies.append(time.perf_counter() - sent)
+    latencies = timed_loop(lambda: session.run(None, {input_name: batch}), duration).latencies
     elapsed = sum(latencies)
     return InProcessResult(
         batch_size=batch_size,

@@ -164,7 +164,7 @@ def test_make_gpu_check_without_torch_says_what_to_do(tmp_path: Path):
     venv = Path(sys.executable).parent.parent  # the environment running these tests has torch
     found = make(f"VENV={venv}")
     assert found.returncode == 0, found.stdout + found.stderr
-    assert f"PYTHONPATH=. {venv}/bin/python -m export.gpu_check --parts machine" in found.stdout
+    assert f"PYTHONPATH=. {venv}/bin/python -m gpu_check --parts machine" in found.stdout
 
 
 # --- ONNX Runtime: the engine cache folder, the provider read back ------------------------------------
@@ -260,7 +260,7 @@ def test_readme_production_path_builds_the_plan_where_it_is_served():
 def test_the_bounds_separate_precision_noise_from_bugs(digits_model_dir: Path):
     """With a confident model on real images, bf16's noise stays within the loosest bound and every fault the
     check can inject lands far outside it (docs/gpu.md has the full table, from `--calibrate`)."""
-    from export.gpu_check import calibrate
+    from gpu_check.agreement import calibrate
 
     _compared, results = calibrate(digits_model_dir, digits=64, photos=16)
     verdicts = {(case, agreement.images): agreement for case, agreement in results}
