@@ -133,9 +133,7 @@ def quickstart(
 
 
 def people_digits(
-    url: Annotated[
-        str | None, typer.Option(help="Triton's gRPC HOST:PORT, serving the digits model")
-    ] = None,
+    url: Annotated[str | None, typer.Option(help="Triton's gRPC HOST:PORT, serving the digits model")] = None,
     per_digit: Annotated[int, typer.Option(help="Pictures of each digit in each style")] = 10,
     split: Annotated[
         str, typer.Option(help="test (held out from training and tuning) or tune (what was tuned on)")
@@ -150,7 +148,6 @@ def people_digits(
 
     Example: alexnet people-digits --url 127.0.0.1:8001 --json people_digits.json
     """
-    import json
 
     from demo.people_check import as_json, run
 
@@ -161,6 +158,7 @@ def people_digits(
     results, table = run(url, split=split, per_digit=per_digit)
     typer.echo(table)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(as_json(results), indent=2) + "\n")
+        from common.files import write_json
+
+        write_json(json_out, as_json(results))
         typer.echo(f"wrote {json_out}")

@@ -125,10 +125,10 @@ def ensure_trained(settings: QuickstartSettings, say: Callable[[str], None]) -> 
 def served_weights_sha256(repository: Path, name: str) -> dict[str, str]:
     """source_weights_sha256 of the ONNX model and the ensemble, as their configs say ('' where missing)."""
     from triton_repository.configs import read_config
-    from triton_repository.layout import CONFIG_FILE
+    from triton_repository.layout import CONFIG_FILE, ModelNames
 
     found = {}
-    for model in (name, f"{name}_image"):
+    for model in (name, ModelNames(name).image):
         config_dir = repository / model
         if not (config_dir / CONFIG_FILE).is_file():
             found[model] = ""

@@ -8,8 +8,6 @@ rather than one: on a shared machine the ratios are more trustworthy than the ab
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -46,7 +44,7 @@ def run_bench_export(
     """Measure, print a table, optionally write JSON; returns the figures."""
     import torch
 
-    from common.machine import cpu_isa, usable_cpu_count
+    from common.machine import cpu_isa, cpu_name, usable_cpu_count
     from common.onnx_session import create_session
     from export.images import calibration_images
     from export.onnx_export import PixelsToProbabilities
@@ -100,7 +98,7 @@ def run_bench_export(
         "average_pool_folded_into_fc6": folded,
         "device": "cpu",
         "threads": threads,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_isa": cpu_isa(),
         "torch": torch.__version__,
         "onnxruntime": _onnxruntime_version(),
@@ -111,8 +109,9 @@ def run_bench_export(
     }
     log(format_table(report))
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        from common.files import write_json
+
+        write_json(json_out, report)
         log(f"wrote {json_out}")
     return report
 

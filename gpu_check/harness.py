@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from common.files import write_json
+
 DEFAULT_OUT = Path("artifacts") / "gpu-check"
 REPORT_FILE = "gpu_check.json"
 LOG_FILE = "gpu_check.log"
@@ -245,9 +247,7 @@ class Check:
     def write_report(self) -> None:
         with self.lock:
             report = self.report()
-            tmp = self.out / f".{REPORT_FILE}.tmp"
-            tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-            os.replace(tmp, self.out / REPORT_FILE)
+            write_json(self.out / REPORT_FILE, report)
 
     def hard_stop(self, after_s: float) -> None:
         """Called by the watchdog thread: the running part failed (with what it measured so far) and the

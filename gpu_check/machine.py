@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.machine import cpu_isa
+from common.machine import cpu_isa, load_average
 from gpu_check.harness import OPTIONAL, Check, Section
 
 
@@ -28,7 +28,7 @@ def describe_machine(check: Check, section: Section) -> None:
         "numpy": np.__version__,
         "cpu_count": os.cpu_count(),
         "isa": cpu_isa(),
-        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average_1min": load_average(),
         "device": str(check.device),
         "torch_compile": compile_blocker() or "available",
     }

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.model_card import ARCHITECTURES
 from common.ports import free_port
 from gpu_check.agreement import photo_crops
 from gpu_check.harness import STRICT_FP32, TRAINING, Check, Failure, Section, Skip, backend
@@ -246,7 +247,7 @@ def check_training_throughput(check: Check, section: Section) -> None:
     fp32 = Precision(device_type=check.device.type)
     if check.on_gpu:
         fast = Precision.choose(check.device, amp=True, channels_last=True)
-        architectures = ("torchvision", "paper")
+        architectures = ARCHITECTURES
         # Every uncompiled figure first: compiling is what may run out of time.
         runs = [(a, p, False) for a in architectures for p in (fp32, fast)] + [
             (a, fast, True) for a in architectures

@@ -19,7 +19,6 @@ not numbers from different runs.
 from __future__ import annotations
 
 import asyncio
-import os
 import platform
 import random
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.machine import load_average, usable_cpu_count
 from common.timing import timed_loop
 from serving.client import OVERLOAD_MESSAGES, PIXELS, PROBABILITIES, RetryPolicy, TritonClassifier
 from serving.errors import ServingError
@@ -128,10 +128,9 @@ class BenchReport:
 
 
 def machine_facts() -> dict:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
-        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_average_1m_at_start": round(load[0], 2),
+        "cpu_cores": usable_cpu_count(),
+        "load_average_1m_at_start": load_average(),
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
@@ -405,9 +404,7 @@ def run_benchmark(
         report.ratios_per_round.append(compare(per_round))
     report.served = [_median_served(runs) for runs in served_runs.values()]
     report.inprocess = [_median_inprocess(runs) for runs in inprocess_runs.values() if runs]
-    report.machine["load_average_1m_at_end"] = (
-        round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-    )
+    report.machine["load_average_1m_at_end"] = load_average()
     report.ratios = {
         name: round(float(np.median([ratios[name] for ratios in report.ratios_per_round])), 3)
         for name in report.ratios_per_round[0]

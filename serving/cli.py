@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from common.files import write_json
 from serving.errors import ServingError
 
 UrlOption = Annotated[
@@ -340,8 +341,7 @@ def _write_json(path: Path | None, data: dict) -> None:
     """A benchmark's figures as JSON, where --json asked for them."""
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_json(path, data)
     typer.echo(f"wrote {path}", err=True)
 
 

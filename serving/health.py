@@ -142,16 +142,33 @@ def probe_model(http_url: str, model: str, timeout: float = DEFAULT_TIMEOUT) -> 
         return f"{model}: {reason}"
 
 
-def server_ready(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
-    """None if Triton says it is ready (every model loaded); else why not."""
+READY_PATH = "v2/health/ready"
+
+
+def not_ready(
+    http_url: str, path: str = READY_PATH, timeout: float = DEFAULT_TIMEOUT, what: str = "server"
+) -> str | None:
+    """None if Triton's readiness endpoint `path` answers 200; else why not. The one readiness check of the
+    local server, its supervisor and the container's entry point."""
     try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout) as response:
+        with urllib.request.urlopen(f"http://{http_url}/{path}", timeout=timeout) as response:
             response.read()
         return None
     except urllib.error.HTTPError as error:
-        return f"server not ready (HTTP {error.code})"
+        return f"{what} not ready (HTTP {error.code})"
     except (urllib.error.URLError, OSError) as error:
         return f"server not answering at {http_url}: {getattr(error, 'reason', None) or error}"
+
+
+def server_ready(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
+    """None if Triton says it is ready (every model loaded); else why not."""
+    return not_ready(http_url, READY_PATH, timeout)
+
+
+def version_ready(http_url: str, model: str, version: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """Triton's readiness of one version of a model (404/400 until it is loaded)."""
+    path = f"v2/models/{model}/versions/{version}/ready"
+    return not_ready(http_url, path, timeout, what=f"{model} version {version}") is None
 
 
 class ProgressCheck:

@@ -32,8 +32,6 @@ import sysconfig
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +41,7 @@ from common.hashing import sha256_of
 from common.machine import gpu_available, usable_cpu_count
 from common.onnx_session import ProviderUse, tensorrt_available
 from common.ports import free_port  # noqa: F401  (imported from here by callers)
+from serving import health
 from serving.errors import ServingError
 from triton_repository.configs import (
     ONNX_BACKEND,
@@ -59,6 +58,8 @@ from triton_repository.layout import (
     MODEL_SOURCE_FILE,
     ONNX_FILE,
     ONNX_SUBSTITUTE,
+    ModelNames,
+    base_model,
     model_dirs,
     newest_file,
     version_dirs,
@@ -285,11 +286,12 @@ def prepare_model(
     records = records or destination.parent / PROVIDERS_DIR
     name, config = source_dir.name, read_config(source_dir)
     backend = engine_backend(config)
-    if name.endswith("_int8") and not serve_int8:
+    base = base_model(name)
+    if name == ModelNames(base).int8 and not serve_int8:
         return f"{name}: not loaded (start with --int8 to serve the INT8 model under this name)"
     onnx_source, onnx_model = None, ""
     if backend == PLAN_BACKEND:
-        fp32_name = name.removesuffix("_trt")
+        fp32_name = base
         if not (settings.gpu and settings.tensorrt):
             return (
                 f"{name}: TensorRT plan not served locally (needs a GPU and TensorRT; this machine "
@@ -660,12 +662,7 @@ class TritonServer:
 
     def version_ready(self, name: str, version: str) -> bool:
         """Triton's readiness of one version of a model (404/400 until it is loaded)."""
-        url = f"http://{self.http_url}/v2/models/{name}/versions/{version}/ready"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return health.version_ready(self.http_url, name, version)
 
     def newest_ready_version(self, name: str) -> str:
         """The newest version of `name` in the served copy that Triton serves: what requests without a
@@ -740,11 +737,7 @@ class TritonServer:
         return self._process is not None and self._process.poll() is None
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return health.server_ready(self.http_url, timeout=2) is None
 
     def wait_until_ready(self, timeout: float = 120) -> None:
         """Block until every model is loaded and warmed up; ServingError with the log tail otherwise."""
