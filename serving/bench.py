@@ -589,7 +589,7 @@ class SoakReport:
 
 def server_memory_mb(pid: int) -> float:
     """Resident memory of process `pid` and its children (Triton's Python-backend stubs), in MB."""
-    from serving.server import child_processes
+    from serving.processes import child_processes
 
     total_kb = 0
     for process in (pid, *child_processes(pid)):

@@ -184,7 +184,7 @@ def flag_values(command: list[str], flag: str) -> list[str]:
 def triton_help() -> str:
     """`tritonserver --help` of the 2.51 binary the nvidia-pytriton wheel ships (the image runs 26.03, which
     knows every flag 2.51 knows that the entry point uses)."""
-    from serving.server import Distribution, server_environment
+    from serving.triton_binary import Distribution, server_environment
 
     result = subprocess.run(
         [str(Distribution.find().binary), "--help"],
@@ -566,7 +566,7 @@ def test_entrypoint_refuses_what_it_cannot_serve(tmp_path):
 
 
 def test_entrypoint_plan_build_explains_a_missing_gpu(tmp_path):
-    from serving.server import gpu_available
+    from common.machine import gpu_available
 
     if gpu_available():
         pytest.skip("this machine has a GPU: the no-GPU message cannot be seen here")
@@ -588,7 +588,8 @@ def test_entrypoint_plan_build_explains_a_missing_gpu(tmp_path):
 def test_entrypoint_runs_on_the_real_triton_release(tmp_path):
     """The entry point's own command on Triton 2.51 (the local stand-in for the image's 26.03): probes,
     admin APIs closed to every client, metrics, SIGTERM."""
-    from serving.server import Distribution, free_port, server_environment
+    from common.ports import free_port
+    from serving.triton_binary import Distribution, server_environment
 
     distribution = Distribution.find()
     repository = tmp_path / "repository"
