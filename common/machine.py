@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
 import os
 import platform
 from pathlib import Path
@@ -36,6 +37,18 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def versions(*modules: str) -> dict[str, str | None]:
+    """Each module's version as it reports it (`module.__version__`: onnxruntime-gpu says "onnxruntime"),
+    None where it is not installed. Imports the modules."""
+    found: dict[str, str | None] = {}
+    for name in modules:
+        try:
+            found[name] = str(importlib.import_module(name).__version__)
+        except ImportError:
+            found[name] = None
+    return found
 
 
 @functools.cache

@@ -44,7 +44,7 @@ def run_bench_export(
     """Measure, print a table, optionally write JSON; returns the figures."""
     import torch
 
-    from common.machine import cpu_isa, cpu_name, usable_cpu_count
+    from common.machine import cpu_isa, cpu_name, usable_cpu_count, versions
     from common.onnx_session import create_session
     from export.images import calibration_images
     from export.onnx_export import PixelsToProbabilities
@@ -100,8 +100,7 @@ def run_bench_export(
         "threads": threads,
         "cpu": cpu_name(),
         "cpu_isa": cpu_isa(),
-        "torch": torch.__version__,
-        "onnxruntime": _onnxruntime_version(),
+        **versions("torch", "onnxruntime"),
         "seconds_per_measurement": seconds,
         "rounds": rounds,
         "target_ratio": TARGET_RATIO,
@@ -151,9 +150,3 @@ def _ratio(value: float, width: int = 10) -> str:
 def _batch_of(images: np.ndarray, batch_size: int) -> np.ndarray:
     repeats = -(-batch_size // len(images))
     return np.ascontiguousarray(np.concatenate([images] * repeats)[:batch_size])
-
-
-def _onnxruntime_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__

@@ -11,21 +11,16 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from common.machine import cpu_isa, load_average
+from common.machine import cpu_isa, load_average, versions
 from gpu_check.harness import OPTIONAL, Check, Section
 
 
 def describe_machine(check: Check, section: Section) -> None:
-    import torchvision
-
     env: dict[str, Any] = {
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
+        **versions("torch", "torchvision", "numpy"),
         "cpu_count": os.cpu_count(),
         "isa": cpu_isa(),
         "load_average_1min": load_average(),
@@ -43,13 +38,11 @@ def describe_machine(check: Check, section: Section) -> None:
             "nccl": _version_text(torch.cuda.nccl.version()),
             "bf16": torch.cuda.is_bf16_supported(),
         }
-    try:
+    env |= versions("onnxruntime")
+    if env["onnxruntime"] is not None:
         import onnxruntime
 
-        env["onnxruntime"] = onnxruntime.__version__
         env["onnxruntime_providers"] = onnxruntime.get_available_providers()
-    except ImportError:
-        env["onnxruntime"] = None
     env["missing"] = {name: why for name, why in OPTIONAL.items() if importlib.util.find_spec(name) is None}
     check.environment = env
     section.results = {key: env[key] for key in ("python", "torch", "device", "missing", "torch_compile")}

@@ -8,12 +8,12 @@ On CUDA each architecture runs twice: float32, and bf16 autocast + channels_last
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import torch
 
-from common.machine import cpu_name, load_average
+from common.machine import cpu_name, load_average, versions
+from common.timing import timed_loop
 from training.distributed import resolve_device
 from training.engine import synchronize, train_step
 from training.model import build_model
@@ -49,17 +49,16 @@ def bench_one(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     warmup = 2 if device.type == "cpu" else 10  # cuDNN picks its algorithms in the first steps
-    warm_up_started = time.perf_counter()
-    for _ in range(warmup):
+
+    def step() -> None:
         train_step(model, images, labels, optimizer, precision)
-    synchronize(device)
-    warm_up_seconds = time.perf_counter() - warm_up_started
-    started = time.perf_counter()
-    for _ in range(steps):
-        _logits, loss = train_step(model, images, labels, optimizer, precision)
-    loss.item()
-    synchronize(device)
-    seconds = time.perf_counter() - started
+
+    def wait() -> None:
+        synchronize(device)
+
+    # The warm-up's time is measured too: it includes torch.compile's compilation.
+    warm_up_seconds = timed_loop(step, 0.0, min_calls=warmup, warm_up=0, wait=wait).seconds
+    seconds = timed_loop(step, 0.0, min_calls=steps, warm_up=0, wait=wait).seconds
     return {
         "architecture": architecture,
         "device": device.type,
@@ -110,7 +109,7 @@ def machine_description(device: torch.device) -> dict[str, Any]:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        **versions("torch"),
         "load_average_1min": load_average(),
     }
     if device.type == "cuda":
