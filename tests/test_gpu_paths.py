@@ -102,7 +102,7 @@ def test_an_injected_fault_fails_the_inference_and_onnx_parts(tmp_path: Path, di
 
 def test_a_fault_only_a_gpu_can_show_is_refused_on_the_cpu(tmp_path: Path):
     result = subprocess.run(
-        [sys.executable, "-m", "export.gpu_check", "--inject-fault", "stale-graph-input",
+        [sys.executable, "-m", "gpu_check", "--inject-fault", "stale-graph-input",
          "--out", str(tmp_path)],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""},
         capture_output=True, text=True, timeout=120,
@@ -115,7 +115,7 @@ def test_the_hard_stop_keeps_what_the_running_part_found(tmp_path: Path):
     """A part still running at the hard stop is reported failed, with the results it had. (4 s: the training
     loop's two sessions, each writing a 700 MB checkpoint, take longer on any CPU host.)"""
     result = subprocess.run(
-        [sys.executable, "-m", "export.gpu_check", "--parts", "training-loop", "--hard-stop-s", "4",
+        [sys.executable, "-m", "gpu_check", "--parts", "training-loop", "--hard-stop-s", "4",
          "--out", str(tmp_path)],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""},
         capture_output=True, text=True, timeout=300,
