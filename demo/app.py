@@ -36,7 +36,7 @@ from demo.neighbours import NEIGHBOURS, NeighbourSearch, enlarge, kernels_file, 
 from serving.client import InferenceRejected, Prediction, ServedModel, TritonClassifier
 from serving.errors import ServingError
 from triton_repository.image_preprocessing import ImageError, decode_image, digit_scan, prepare_decoded
-from triton_repository.layout import base_model, companion_model
+from triton_repository.layout import ModelNames, base_model, companion_model
 
 TOP_K = 5
 MAX_UPLOAD = "10mb"  # Gradio refuses larger uploads before they reach us
@@ -381,7 +381,7 @@ def _connect_events(
 def _what_the_network_sees(model: ServedModel, search: NeighbourSearch | None, kernels: Path | None):
     """The panel under the answer: the neighbours gallery (None where no embedding is served) and conv1."""
     neighbours = None
-    embedding = f"`{model.name}_embedding`"
+    embedding = f"`{ModelNames(model.name).embedding}`"
     if search is not None:
         pictures = {"digits": "validation digits", "fashion-mnist": "Fashion-MNIST test photos"}.get(
             search.kind, "pictures from installed packages"
@@ -398,7 +398,7 @@ def _what_the_network_sees(model: ServedModel, search: NeighbourSearch | None, k
         base = base_model(model.name)
         gr.Markdown(
             f"`{model.name}` has no embedding model: start the page with `--model {base}` to see the "
-            f"neighbours by `{base}_embedding`."
+            f"neighbours by `{ModelNames(base).embedding}`."
         )
     else:
         gr.Markdown(f"Triton does not serve {embedding}: export with `alexnet export onnx` to see these.")

@@ -203,19 +203,20 @@ EMBEDDING_SUFFIXES = (".npy", ".json")
 def refuse_pixels_only_model(model: str, send: str, embed: Path | None) -> None:
     """`--model alexnet_int8` (or _trt) takes pixels and gives probabilities only: export writes no
     alexnet_int8_image for --send bytes and no alexnet_int8_embedding for --embed."""
-    from triton_repository.layout import base_model, companion_model
+    from triton_repository.layout import ModelNames, base_model, companion_model
 
     base = base_model(model)
+    wanted, there = ModelNames(model), ModelNames(base)
     if send == "bytes" and companion_model(model, "image") is None:
         raise ServingError(
-            f"--send bytes with --model {model}: export writes no {model}_image (the server decodes files "
+            f"--send bytes with --model {model}: export writes no {wanted.image} (the server decodes files "
             f"only for {base}); leave out --send bytes ({model} gets pixels, resized here as the server "
             f"would), or use --model {base}"
         )
     if embed is not None and companion_model(model, "embedding") is None:
         raise ServingError(
-            f"--embed with --model {model}: export writes no {model}_embedding; the fc7 features come from "
-            f"{base}_embedding: ask for them with --model {base} --embed {embed}"
+            f"--embed with --model {model}: export writes no {wanted.embedding}; the fc7 features come from "
+            f"{there.embedding}: ask for them with --model {base} --embed {embed}"
         )
 
 
