@@ -107,6 +107,16 @@ def loaded_models(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
     return sorted(successes(http_url, timeout))
 
 
+def http_error(error: urllib.error.HTTPError) -> str:
+    """An HTTP error as "HTTP 503: <Triton's reason>": the "error" of its JSON body, else the body as sent."""
+    detail = error.read().decode("utf-8", errors="replace")
+    try:
+        detail = json.loads(detail).get("error", detail)
+    except (ValueError, AttributeError):  # not JSON, or JSON without an "error"
+        pass
+    return f"HTTP {error.code}: {detail}"
+
+
 def probe_model(http_url: str, model: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
     """None if `model` answers a request built from its config within `timeout`; BUSY if it was refused as
     busy (HTTP 503) or timed out; else what went wrong."""
@@ -127,12 +137,7 @@ def probe_model(http_url: str, model: str, timeout: float = DEFAULT_TIMEOUT) -> 
     except urllib.error.HTTPError as error:
         if error.code == 503:  # UNAVAILABLE: its queue is full, or the request waited too long in it
             return BUSY
-        detail = error.read().decode("utf-8", errors="replace")
-        try:
-            detail = json.loads(detail).get("error", detail)
-        except ValueError:
-            pass
-        return f"{model}: HTTP {error.code}: {detail}"
+        return f"{model}: {http_error(error)}"
     except TimeoutError:
         return BUSY
     except (urllib.error.URLError, OSError, ValueError, KeyError) as error:
