@@ -58,8 +58,8 @@ gpu-check:
 		echo "error: python3 has no torch and there is no $(VENV): run \`make setup\` first, or pass PYTHON=/path/to/python with torch, torchvision, numpy, pillow, scikit-learn, onnx, onnxscript, onnxruntime and safetensors" >&2; \
 		exit 2; \
 	fi; \
-	echo "PYTHONPATH=. $$python -m export.gpu_check $(ARGS)"; \
-	PYTHONPATH=. $$python -m export.gpu_check $(ARGS)
+	echo "PYTHONPATH=. $$python -m gpu_check $(ARGS)"; \
+	PYTHONPATH=. $$python -m gpu_check $(ARGS)
 
 # The GPU machine's versions (docs/gpu.md): Python 3.12, torch 2.11, torchvision 0.26, onnxruntime 1.30 and
 # numpy 2, the oldest end of pyproject.toml's ranges (`make test` runs the newest). Its own virtual

@@ -8,11 +8,12 @@ library only.
 from __future__ import annotations
 
 import errno
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from common.errors import UserError
 
@@ -40,6 +41,14 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
         if full is not None:
             raise DiskFullError(disk_full_message(path, full)) from error
         raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """`data` as indented JSON (what JSON lacks, such as a Path, as its text), replaced whole: a reader, or a
+    report rewritten as a run goes on, never shows half a file. The folder is made if it is missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write((json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
 def disk_full_error(error: BaseException | None) -> OSError | None:

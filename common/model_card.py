@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from common.errors import UserError
-from common.files import atomic_write
+from common.files import write_json
 
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -84,7 +84,7 @@ class ModelCard:
     def save(self, model_dir: str | Path) -> Path:
         """Write model.json atomically into `model_dir`."""
         path = Path(model_dir) / MODEL_JSON
-        write_text_atomically(path, json.dumps(asdict(self), indent=2) + "\n")
+        write_json(path, asdict(self))
         return path
 
     @classmethod
@@ -116,10 +116,3 @@ def repository_beside(model_dir: str | Path) -> Path:
 def of_unknown_origin(dataset: str) -> bool:
     """Whether a card's `dataset` says nobody here knows what the weights were trained on."""
     return not dataset or dataset.startswith(UNKNOWN_ORIGIN)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        f.write(text.encode())

@@ -24,6 +24,13 @@ def listen_problem(host: str, port: int) -> str | None:
     return None
 
 
+def free_port() -> int:
+    """A TCP port that nothing listens on right now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def port_problems(host: str, ports: Mapping[str, int]) -> list[str]:
     """For options like {"--http-port": 8000, ...}: one phrase per port that cannot be listened on (port 0,
     "any free port", is never a problem), each saying how to fix it."""

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from demo.neighbours import NEIGHBOURS, NeighbourSearch, enlarge, kernels_file, 
 from serving.client import InferenceRejected, Prediction, ServedModel, TritonClassifier
 from serving.errors import ServingError
 from triton_repository.image_preprocessing import ImageError, decode_image, digit_scan, prepare_decoded
-from triton_repository.layout import base_model, companion_model
+from triton_repository.layout import ModelNames, base_model, companion_model
 
 TOP_K = 5
 MAX_UPLOAD = "10mb"  # Gradio refuses larger uploads before they reach us
@@ -146,8 +147,9 @@ def read_upload(upload: Any) -> Image.Image:
     try:
         return decode_image(Path(path).read_bytes())
     except ImageError as error:
-        raise gr.Error(f"That file is not an image we can read: {error}.", title="Not an image",
-                       print_exception=False) from None
+        raise gr.Error(
+            f"That file is not an image we can read: {error}.", title="Not an image", print_exception=False
+        ) from None
 
 
 def scan_preview(scan: np.ndarray) -> np.ndarray:
@@ -155,50 +157,47 @@ def scan_preview(scan: np.ndarray) -> np.ndarray:
     return enlarge(scan, SCAN_PREVIEW_SIZE)
 
 
-def build_demo(client: TritonClassifier, repository: Path | None = None) -> gr.Blocks:
-    """The page for whatever model `client` reaches; raises ServingError if Triton cannot describe it.
-    `repository`: the model repository Triton serves, where export wrote the first-layer kernels."""
-    model = client.model_info()
-    classifier = _Classifier(client, model)
-    digits = is_digits_model(model.labels, model.dataset)
-    fashion = is_fashion_model(model.labels, model.dataset)
-    kind = "digits" if digits else "fashion-mnist" if fashion else "photos"  # what the examples are
-    reads_scans = model.input_conversion == "digit-scan"  # the sketchpad and the scan preview need it
-    search = NeighbourSearch(client, model, kind) if serves_embedding(client, model) else None
+class _PageActions:
+    """What the page's events run: each takes what Gradio hands over and returns the values of the
+    components it updates."""
 
-    def classify_image(upload: Any) -> tuple[dict[str, float] | None, str]:
+    def __init__(self, classifier: _Classifier, search: NeighbourSearch | None) -> None:
+        self.classifier, self.search = classifier, search
+
+    def classify_image(self, upload: Any) -> tuple[dict[str, float] | None, str]:
         if upload is None:
             return None, ""
-        return classifier.classify(read_upload(upload))
+        return self.classifier.classify(read_upload(upload))
 
-    def neighbours_of_image(upload: Any) -> list | None:
-        if upload is None or search is None:
+    def neighbours_of_image(self, upload: Any) -> list | None:
+        if upload is None or self.search is None:
             return None
         try:
-            pixels = classifier.pixels(read_upload(upload))
+            pixels = self.classifier.pixels(read_upload(upload))
         except gr.Error:  # the answer beside it already says why, in one message
             return None
         with _triton_errors():
-            return search.nearest(pixels)
+            return self.search.nearest(pixels)
 
-    def classify_drawing(drawing: dict | None) -> tuple[dict[str, float], str, np.ndarray]:
+    def classify_drawing(self, drawing: dict | None) -> tuple[dict[str, float], str, np.ndarray]:
         composite = (drawing or {}).get("composite")
         if composite is None:
-            raise gr.Error("The sketchpad is empty: draw a digit first.", title="Nothing drawn",
-                           print_exception=False)
+            raise gr.Error(
+                "The sketchpad is empty: draw a digit first.", title="Nothing drawn", print_exception=False
+            )
         try:
             scan = drawing_to_digit_scan(composite)
         except DemoError as error:
             message = f"{str(error).capitalize()}."
             raise gr.Error(message, title="Nothing drawn", print_exception=False) from None
-        label, details = classifier.classify(drawing_image(composite))
+        label, details = self.classifier.classify(drawing_image(composite))
         return label, details, scan_preview(scan)
 
-    def neighbours_of_drawing(drawing: dict) -> list:
+    def neighbours_of_drawing(self, drawing: dict) -> list:
         with _triton_errors():  # classify_drawing checked that there is a drawing
-            return search.nearest(classifier.pixels(drawing_image(drawing["composite"])))
+            return self.search.nearest(self.classifier.pixels(drawing_image(drawing["composite"])))
 
-    def scan_of_image(upload: Any) -> np.ndarray | None:
+    def scan_of_image(self, upload: Any) -> np.ndarray | None:
         if upload is None:
             return None
         try:
@@ -206,107 +205,183 @@ def build_demo(client: TritonClassifier, repository: Path | None = None) -> gr.B
         except (gr.Error, ImageError):  # the answer beside it says why
             return None
 
+
+@dataclass
+class _Components:
+    """The page's components that events read or update (None where this model's page has none)."""
+
+    status: gr.Markdown
+    image: gr.Image
+    answer: gr.Label
+    details: gr.Markdown
+    neighbours: gr.Gallery | None
+    sketchpad: gr.Sketchpad | None = None
+    draw_button: gr.Button | None = None
+    scan: gr.Image | None = None
+
+
+def build_demo(client: TritonClassifier, repository: Path | None = None) -> gr.Blocks:
+    """The page for whatever model `client` reaches; raises ServingError if Triton cannot describe it.
+    `repository`: the model repository Triton serves, where export wrote the first-layer kernels."""
+    model = client.model_info()
+    classifier = _Classifier(client, model)
+    kind = example_kind(model)
+    reads_scans = model.input_conversion == "digit-scan"  # the sketchpad and the scan preview need it
+    search = NeighbourSearch(client, model, kind) if serves_embedding(client, model) else None
     with gr.Blocks(
         title=f"AlexNet on Triton: {model.name}",
         analytics_enabled=False,
         delete_cache=(3600, 3600),  # uploads older than an hour leave Gradio's cache, checked hourly
     ) as demo:
-        gr.Markdown(
-            f"# AlexNet on Triton\nWhat the `{model.name}` model served by NVIDIA Triton says about "
-            "your image. "
-            + ("Upload a photo of a digit written on paper (dark on light or light on dark), click a real "
-               "validation scan, or draw one." if reads_scans
-               else "Upload a picture of a handwritten digit or click a real validation scan." if digits
-               else "Upload a photo of one piece of clothing, a shoe or a bag (the model learned from "
-               "Fashion-MNIST's: one item, light on black, centred), or click one of its test photos."
-               if kind == "fashion-mnist"
-               else "Upload or paste a picture, or click one of the examples.")
-            + origin_warning(model.dataset)
-        )
+        gr.Markdown(introduction(model, kind, reads_scans))
         status = gr.Markdown("Asking Triton…", elem_id="server-status")
         with gr.Row():
             with gr.Column():
-                with gr.Tab("Upload or paste"):
-                    image = gr.Image(
-                        type="filepath",
-                        image_mode=None,
-                        sources=["upload", "clipboard"],
-                        label="Image (JPEG, PNG or WebP)",
-                        elem_id="input-image",
-                        elem_classes=["pixelated"] if kind != "photos" else None,
-                        height=320,
-                    )
-                    example_files, examples_title = _examples(kind)
-                    if example_files:
-                        gr.Examples(
-                            examples=[[str(path)] for path in example_files],
-                            inputs=image,
-                            label=examples_title,
-                            example_labels=[_example_label(path, model.labels) for path in example_files],
-                            examples_per_page=10,
-                        )
-                if reads_scans:
-                    with gr.Tab("Draw a digit"):
-                        sketchpad = gr.Sketchpad(
-                            type="numpy",
-                            image_mode="RGBA",
-                            canvas_size=(400, 400),
-                            layers=False,
-                            brush=gr.Brush(default_size=24, colors=["#000000"], color_mode="fixed"),
-                            label="Draw one digit, large, in the middle",
-                            elem_id="sketchpad",
-                        )
-                        draw_button = gr.Button("Classify the drawing", variant="primary")
+                image = _upload_tab(model, kind)
+                sketchpad, draw_button = _drawing_tab() if reads_scans else (None, None)
             with gr.Column():
                 answer = gr.Label(num_top_classes=TOP_K, label="Top 5", elem_id="answer")
                 details = gr.Markdown(elem_id="answer-details")
-                if reads_scans:
-                    scan = gr.Image(
-                        label="What the model sees: your picture as an 8×8 scan, like those it learned from",
-                        interactive=False,
-                        format="png",  # exact pixels, not webp's approximation
-                        height=SCAN_PREVIEW_SIZE + 40,
-                        elem_id="drawing-scan",
-                    )
+                scan = _scan_preview_image() if reads_scans else None
                 with gr.Accordion("What the network sees", open=True, elem_id="network-sees"):
                     neighbours = _what_the_network_sees(model, search, kernels_file(repository, model))
-
-        refresh_status = {"fn": classifier.server_status, "outputs": status, "api_name": False}
-        classified = image.change(
-            classify_image, inputs=image, outputs=[answer, details], preprocess=False,
-            api_name="classify_image",
-        )
-        events = [classified]
-        if search is not None:
-            image.change(
-                neighbours_of_image, inputs=image, outputs=neighbours, preprocess=False,
-                api_name="neighbours", show_progress="minimal",
-            )
-        if reads_scans:
-            image.change(scan_of_image, inputs=image, outputs=scan, preprocess=False, api_name=False,
-                         show_progress="hidden")
-            events.append(
-                draw_button.click(
-                    classify_drawing, inputs=sketchpad, outputs=[answer, details, scan],
-                    api_name="classify_drawing",
-                )
-            )
-            if search is not None:
-                events[-1].success(neighbours_of_drawing, sketchpad, neighbours, api_name=False)
-        for event in events:  # the status line follows what the last request found
-            event.success(**refresh_status)
-            event.failure(**refresh_status)
-        demo.load(classifier.server_status, outputs=status, api_name="server_status")
-        gr.Timer(STATUS_REFRESH_SECONDS).tick(**refresh_status, show_progress="hidden")
-
+        page = _Components(status, image, answer, details, neighbours, sketchpad, draw_button, scan)
+        _connect_events(demo, page, _PageActions(classifier, search), classifier)
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo
+
+
+def example_kind(model: ServedModel) -> str:
+    """What the page's examples (and neighbours) are: "digits", "fashion-mnist" or "photos"."""
+    if is_digits_model(model.labels, model.dataset):
+        return "digits"
+    return "fashion-mnist" if is_fashion_model(model.labels, model.dataset) else "photos"
+
+
+def introduction(model: ServedModel, kind: str, reads_scans: bool) -> str:
+    """The line under the page's title: what to give this model."""
+    if reads_scans:
+        what = (
+            "Upload a photo of a digit written on paper (dark on light or light on dark), click a real "
+            "validation scan, or draw one."
+        )
+    elif kind == "digits":
+        what = "Upload a picture of a handwritten digit or click a real validation scan."
+    elif kind == "fashion-mnist":
+        what = (
+            "Upload a photo of one piece of clothing, a shoe or a bag (the model learned from "
+            "Fashion-MNIST's: one item, light on black, centred), or click one of its test photos."
+        )
+    else:
+        what = "Upload or paste a picture, or click one of the examples."
+    return (
+        f"# AlexNet on Triton\nWhat the `{model.name}` model served by NVIDIA Triton says about your image. "
+        + what
+        + origin_warning(model.dataset)
+    )
+
+
+def _upload_tab(model: ServedModel, kind: str) -> gr.Image:
+    with gr.Tab("Upload or paste"):
+        image = gr.Image(
+            type="filepath",
+            image_mode=None,
+            sources=["upload", "clipboard"],
+            label="Image (JPEG, PNG or WebP)",
+            elem_id="input-image",
+            elem_classes=["pixelated"] if kind != "photos" else None,
+            height=320,
+        )
+        example_files, examples_title = _examples(kind)
+        if example_files:
+            gr.Examples(
+                examples=[[str(path)] for path in example_files],
+                inputs=image,
+                label=examples_title,
+                example_labels=[_example_label(path, model.labels) for path in example_files],
+                examples_per_page=10,
+            )
+    return image
+
+
+def _drawing_tab() -> tuple[gr.Sketchpad, gr.Button]:
+    with gr.Tab("Draw a digit"):
+        sketchpad = gr.Sketchpad(
+            type="numpy",
+            image_mode="RGBA",
+            canvas_size=(400, 400),
+            layers=False,
+            brush=gr.Brush(default_size=24, colors=["#000000"], color_mode="fixed"),
+            label="Draw one digit, large, in the middle",
+            elem_id="sketchpad",
+        )
+        draw_button = gr.Button("Classify the drawing", variant="primary")
+    return sketchpad, draw_button
+
+
+def _scan_preview_image() -> gr.Image:
+    return gr.Image(
+        label="What the model sees: your picture as an 8×8 scan, like those it learned from",
+        interactive=False,
+        format="png",  # exact pixels, not webp's approximation
+        height=SCAN_PREVIEW_SIZE + 40,
+        elem_id="drawing-scan",
+    )
+
+
+def _connect_events(
+    demo: gr.Blocks, page: _Components, actions: _PageActions, classifier: _Classifier
+) -> None:
+    """Each input to its action; after every request the status line says what Triton's state now is."""
+    refresh_status = {"fn": classifier.server_status, "outputs": page.status, "api_name": False}
+    image = page.image
+    classified = image.change(
+        actions.classify_image,
+        inputs=image,
+        outputs=[page.answer, page.details],
+        preprocess=False,
+        api_name="classify_image",
+    )
+    events = [classified]
+    if actions.search is not None:
+        image.change(
+            actions.neighbours_of_image,
+            inputs=image,
+            outputs=page.neighbours,
+            preprocess=False,
+            api_name="neighbours",
+            show_progress="minimal",
+        )
+    if page.sketchpad is not None:
+        image.change(
+            actions.scan_of_image,
+            inputs=image,
+            outputs=page.scan,
+            preprocess=False,
+            api_name=False,
+            show_progress="hidden",
+        )
+        events.append(
+            page.draw_button.click(
+                actions.classify_drawing,
+                inputs=page.sketchpad,
+                outputs=[page.answer, page.details, page.scan],
+                api_name="classify_drawing",
+            )
+        )
+        if actions.search is not None:
+            events[-1].success(actions.neighbours_of_drawing, page.sketchpad, page.neighbours, api_name=False)
+    for event in events:  # the status line follows what the last request found
+        event.success(**refresh_status)
+        event.failure(**refresh_status)
+    demo.load(classifier.server_status, outputs=page.status, api_name="server_status")
+    gr.Timer(STATUS_REFRESH_SECONDS).tick(**refresh_status, show_progress="hidden")
 
 
 def _what_the_network_sees(model: ServedModel, search: NeighbourSearch | None, kernels: Path | None):
     """The panel under the answer: the neighbours gallery (None where no embedding is served) and conv1."""
     neighbours = None
-    embedding = f"`{model.name}_embedding`"
+    embedding = f"`{ModelNames(model.name).embedding}`"
     if search is not None:
         pictures = {"digits": "validation digits", "fashion-mnist": "Fashion-MNIST test photos"}.get(
             search.kind, "pictures from installed packages"
@@ -323,7 +398,7 @@ def _what_the_network_sees(model: ServedModel, search: NeighbourSearch | None, k
         base = base_model(model.name)
         gr.Markdown(
             f"`{model.name}` has no embedding model: start the page with `--model {base}` to see the "
-            f"neighbours by `{base}_embedding`."
+            f"neighbours by `{ModelNames(base).embedding}`."
         )
     else:
         gr.Markdown(f"Triton does not serve {embedding}: export with `alexnet export onnx` to see these.")

@@ -9,6 +9,11 @@ import typer
 
 from demo.errors import DemoError
 
+START_TRITON = (
+    "start it with `alexnet serve --repository model_repository`, or run `alexnet quickstart`, which trains, "
+    "exports, serves and opens the page"
+)
+
 
 def demo(
     url: Annotated[
@@ -40,7 +45,6 @@ def demo(
     from common.ports import port_problems
     from serving.cli import wait_for_server
     from serving.client import TritonClassifier
-    from serving.errors import ServingError
 
     if protocol not in ("grpc", "http"):
         raise DemoError(f"unknown protocol {protocol!r}: use --protocol grpc or --protocol http")
@@ -48,15 +52,12 @@ def demo(
     if problems:
         raise DemoError("; ".join(problems))
     client = TritonClassifier(url, protocol=protocol, model=model)
-    try:
-        wait_for_server(client, wait)
-        from demo.app import build_demo, launch_demo  # Gradio: seconds to import
-        from demo.quickstart import serve_forever
+    # A ServingError (nothing answers, no such model) reaches the user as serving wrote it.
+    wait_for_server(client, wait, how_to_start=START_TRITON)
+    from demo.app import build_demo, launch_demo  # Gradio: seconds to import
+    from demo.quickstart import serve_forever
 
-        page = build_demo(client, repository)
-    except ServingError as error:
-        quickstart = "or run `alexnet quickstart`, which trains, exports, serves and opens the page"
-        raise DemoError(f"{error}; {quickstart}") from None
+    page = build_demo(client, repository)
     page_url = launch_demo(page, host=host, port=port, quiet=True)
     typer.echo(f"Demo page: {page_url} (asking Triton at {client.url} over {protocol})")
     try:
@@ -132,9 +133,7 @@ def quickstart(
 
 
 def people_digits(
-    url: Annotated[
-        str | None, typer.Option(help="Triton's gRPC HOST:PORT, serving the digits model")
-    ] = None,
+    url: Annotated[str | None, typer.Option(help="Triton's gRPC HOST:PORT, serving the digits model")] = None,
     per_digit: Annotated[int, typer.Option(help="Pictures of each digit in each style")] = 10,
     split: Annotated[
         str, typer.Option(help="test (held out from training and tuning) or tune (what was tuned on)")
@@ -149,7 +148,6 @@ def people_digits(
 
     Example: alexnet people-digits --url 127.0.0.1:8001 --json people_digits.json
     """
-    import json
 
     from demo.people_check import as_json, run
 
@@ -160,6 +158,7 @@ def people_digits(
     results, table = run(url, split=split, per_digit=per_digit)
     typer.echo(table)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(as_json(results), indent=2) + "\n")
+        from common.files import write_json
+
+        write_json(json_out, as_json(results))
         typer.echo(f"wrote {json_out}")

@@ -125,10 +125,10 @@ def ensure_trained(settings: QuickstartSettings, say: Callable[[str], None]) -> 
 def served_weights_sha256(repository: Path, name: str) -> dict[str, str]:
     """source_weights_sha256 of the ONNX model and the ensemble, as their configs say ('' where missing)."""
     from triton_repository.configs import read_config
-    from triton_repository.layout import CONFIG_FILE
+    from triton_repository.layout import CONFIG_FILE, ModelNames
 
     found = {}
-    for model in (name, f"{name}_image"):
+    for model in (name, ModelNames(name).image):
         config_dir = repository / model
         if not (config_dir / CONFIG_FILE).is_file():
             found[model] = ""
@@ -178,8 +178,7 @@ def ensure_exported(model_dir: Path, repository: Path, name: str, say: Callable[
 
 def port_or_free(port: int, say: Callable[[str], None], host: str = "127.0.0.1") -> int:
     """`port` if a server can listen there; otherwise (or for 0) a free one."""
-    from common.ports import listen_problem
-    from serving.server import free_port
+    from common.ports import free_port, listen_problem
 
     if port == 0:
         return free_port()

@@ -8,16 +8,14 @@ rather than one: on a shared machine the ratios are more trustworthy than the ab
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from common.timing import timed_loop
 from export.onnx_export import export_onnx, read_metadata
 from export.quantize import quantize_int8
 from triton_repository.layout import INPUT_NAME, ONNX_FILE
@@ -28,12 +26,7 @@ ENGINES = ("pytorch_eager", "onnxruntime_fp32", "onnxruntime_int8")
 
 def images_per_second(run: Callable[[], object], batch_size: int, seconds: float) -> float:
     """Repeat `run` for about `seconds` (at least 3 times) after one warm-up call."""
-    run()
-    runs, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds or runs < 3:
-        run()
-        runs += 1
-    return runs * batch_size / elapsed
+    return timed_loop(run, seconds).per_second(batch_size)
 
 
 def run_bench_export(
@@ -51,7 +44,7 @@ def run_bench_export(
     """Measure, print a table, optionally write JSON; returns the figures."""
     import torch
 
-    from common.machine import cpu_isa, usable_cpu_count
+    from common.machine import cpu_isa, cpu_name, usable_cpu_count, versions
     from common.onnx_session import create_session
     from export.images import calibration_images
     from export.onnx_export import PixelsToProbabilities
@@ -105,10 +98,9 @@ def run_bench_export(
         "average_pool_folded_into_fc6": folded,
         "device": "cpu",
         "threads": threads,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_isa": cpu_isa(),
-        "torch": torch.__version__,
-        "onnxruntime": _onnxruntime_version(),
+        **versions("torch", "onnxruntime"),
         "seconds_per_measurement": seconds,
         "rounds": rounds,
         "target_ratio": TARGET_RATIO,
@@ -116,8 +108,9 @@ def run_bench_export(
     }
     log(format_table(report))
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        from common.files import write_json
+
+        write_json(json_out, report)
         log(f"wrote {json_out}")
     return report
 
@@ -157,9 +150,3 @@ def _ratio(value: float, width: int = 10) -> str:
 def _batch_of(images: np.ndarray, batch_size: int) -> np.ndarray:
     repeats = -(-batch_size // len(images))
     return np.ascontiguousarray(np.concatenate([images] * repeats)[:batch_size])
-
-
-def _onnxruntime_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__

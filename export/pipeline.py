@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -157,22 +158,31 @@ def planned_models(
     """Every model an export writes, in the order their configs are committed (an ensemble after the
     models it calls). Known before any work, so a repository that cannot take them is refused at once."""
     batching = {"max_batch_size": max_batch_size, "queue_delay_us": queue_delay_us}
-    with_labels = [(onnx_model_config(names.onnx, card, device=device, fp16=fp16, **batching), True)]
+    plan = [("onnx", onnx_model_config(names.onnx, card, device=device, fp16=fp16, **batching), True)]
     if int8:
-        with_labels.append((onnx_model_config(names.int8, card, device=device, int8=True, **batching), True))
-    with_labels += [
-        (preprocess_config(names.preprocess, card, max_batch_size=max_batch_size, device=device), False),
-        (ensemble_config(names, card, max_batch_size=max_batch_size), True),
+        plan.append(("int8", onnx_model_config(names.int8, card, device=device, int8=True, **batching), True))
+    plan += [
+        (
+            "preprocess",
+            preprocess_config(names.preprocess, card, max_batch_size=max_batch_size, device=device),
+            False,
+        ),
+        ("image", ensemble_config(names, card, max_batch_size=max_batch_size), True),
     ]
     if embedding:
-        with_labels += [
+        plan += [
             (
+                "embedding",
                 embedding_model_config(names.embedding, card, features=features, device=device, **batching),
                 False,
             ),
-            (embedding_ensemble_config(names, card, features=features, max_batch_size=max_batch_size), False),
+            (
+                "embedding_image",
+                embedding_ensemble_config(names, card, features=features, max_batch_size=max_batch_size),
+                False,
+            ),
         ]
-    return [PlannedModel(config, labels) for config, labels in with_labels]
+    return [PlannedModel(kind, config, labels) for kind, config, labels in plan]
 
 
 def export_repository(
@@ -193,7 +203,6 @@ def export_repository(
     embedding: bool = True,
 ) -> ExportResult:
     """Export `model_dir` into the Triton repository `repository` (see the module docstring)."""
-    from common.onnx_session import create_session
 
     validate_options(max_batch_size, device, fp16, queue_delay_us)
     network, card = load_checked_model(model_dir)
@@ -211,51 +220,96 @@ def export_repository(
         images, images_name = real_images(card, calibration_data)
 
     with RepositoryUpdate(repository) as update:
-        onnx_path = update.version_dir(names.onnx, version) / ONNX_FILE
         log(f"exporting {model_dir} ({card.architecture}, {card.num_classes} classes, {card.image_size} px)")
-        export_onnx(network, card, onnx_path)
-        fp32_session = create_session(onnx_path, device="cpu")  # parity is about the graph's maths: CPU
-        parity = check_onnx_against_pytorch(
-            network,
-            card,
-            fp32_session,
-            images,
-            images_name,
-            batch_sizes=(*PARITY_BATCH_SIZES, max_batch_size),
-            max_batch_size=max_batch_size,
-            tolerance=tolerance,
-        )
-        log(parity.summary())
-        if not parity.passed:
-            raise ExportError(
-                f"the ONNX model does not match PyTorch ({parity.failures()}); "
-                f"{repository} was left unchanged. Check that model.json describes these weights "
-                "(architecture, image size, mean/std)"
-            )
-
-        int8_report = None
-        if int8:
-            int8_path = update.version_dir(names.int8, version) / ONNX_FILE
-            int8_report = _export_int8(
-                int8_path, onnx_path, fp32_session, images, card, max_batch_size, int8_min_agreement
-            )
-            log(int8_report.summary())
-
-        _write_kernel_figure(update.version_dir(names.onnx, version), network, model_dir)
-        embedding_parity = None
-        if embedding:
-            embedding_parity = _export_embedding(
-                update, names, version, network, card, images, images_name,
-                max_batch_size=max_batch_size, tolerance=tolerance,
-            )  # fmt: skip
-            log(embedding_parity.summary())
-
-        write_preprocess_model(update.version_dir(names.preprocess, version))
+        files = _ModelFiles(
+            network, card, images, images_name, model_dir=model_dir, repository=repository,
+            max_batch_size=max_batch_size, tolerance=tolerance, int8_min_agreement=int8_min_agreement,
+            log=log,
+        )  # fmt: skip
+        # Every model gets its version folder: an ensemble has no files, but Triton wants the folder.
         for model in planned:
-            update.version_dir(model.name, version)  # an ensemble has no files, but Triton wants the folder
+            files.write(model.kind, update.version_dir(model.name, version))
+        for model in planned:
             update.add_config(model.config, card if model.labels else None)
         written = update.commit()
-    return ExportResult(repository, version, model_names, parity, int8_report, written, embedding_parity)
+    return ExportResult(repository, version, model_names, files.parity, files.int8, written, files.embedding)
+
+
+@dataclass
+class _ModelFiles:
+    """Writes each planned model's files into its version folder, in the plan's order (<name> first: the
+    INT8 model is quantised from its ONNX file), each behind its check; keeps what the checks found."""
+
+    network: Any
+    card: ModelCard
+    images: np.ndarray
+    images_name: str
+    model_dir: Path
+    repository: Path
+    max_batch_size: int
+    tolerance: float
+    int8_min_agreement: float | None
+    log: Callable[[str], None]
+    parity: ParityReport | None = None
+    int8: Int8Report | None = None
+    embedding: ParityReport | None = None
+    fp32: tuple[Path, Any] | None = None  # <name>'s ONNX file and its ONNX Runtime session
+
+    # kind -> the method that writes its files; the ensembles ("image", "embedding_image") have none.
+    WRITERS: ClassVar[dict[str, str]] = {
+        "onnx": "write_onnx",
+        "int8": "write_int8",
+        "preprocess": "write_preprocess",
+        "embedding": "write_embedding",
+    }
+
+    def write(self, kind: str, version_dir: Path) -> None:
+        if kind in self.WRITERS:
+            getattr(self, self.WRITERS[kind])(version_dir)
+
+    def write_preprocess(self, version_dir: Path) -> None:
+        write_preprocess_model(version_dir)
+
+    def write_onnx(self, version_dir: Path) -> None:
+        from common.onnx_session import create_session
+
+        onnx_path = version_dir / ONNX_FILE
+        export_onnx(self.network, self.card, onnx_path)
+        session = create_session(onnx_path, device="cpu")  # parity is about the graph's maths: CPU
+        self.parity = check_onnx_against_pytorch(
+            self.network,
+            self.card,
+            session,
+            self.images,
+            self.images_name,
+            batch_sizes=(*PARITY_BATCH_SIZES, self.max_batch_size),
+            max_batch_size=self.max_batch_size,
+            tolerance=self.tolerance,
+        )
+        self.log(self.parity.summary())
+        if not self.parity.passed:
+            raise ExportError(
+                f"the ONNX model does not match PyTorch ({self.parity.failures()}); "
+                f"{self.repository} was left unchanged. Check that model.json describes these weights "
+                "(architecture, image size, mean/std)"
+            )
+        self.fp32 = (onnx_path, session)
+        _write_kernel_figure(version_dir, self.network, self.model_dir)
+
+    def write_int8(self, version_dir: Path) -> None:
+        onnx_path, session = self.fp32
+        self.int8 = _export_int8(
+            version_dir / ONNX_FILE, onnx_path, session, self.images, self.card, self.max_batch_size,
+            self.int8_min_agreement,
+        )  # fmt: skip
+        self.log(self.int8.summary())
+
+    def write_embedding(self, version_dir: Path) -> None:
+        self.embedding = _export_embedding(
+            version_dir, self.network, self.card, self.images, self.images_name, repository=self.repository,
+            max_batch_size=self.max_batch_size, tolerance=self.tolerance,
+        )  # fmt: skip
+        self.log(self.embedding.summary())
 
 
 def _export_int8(
@@ -282,14 +336,13 @@ def _write_kernel_figure(version_dir: Path, network, model_dir: Path) -> None:
 
 
 def _export_embedding(
-    update: RepositoryUpdate,
-    names: ModelNames,
-    version: int,
+    version_dir: Path,
     network,
     card: ModelCard,
     images: np.ndarray,
     images_name: str,
     *,
+    repository: Path,
     max_batch_size: int,
     tolerance: float,
 ) -> ParityReport:
@@ -297,7 +350,7 @@ def _export_embedding(
     from common.onnx_session import create_session
     from export.onnx_export import PixelsToFeatures
 
-    path = export_embedding_onnx(network, card, update.version_dir(names.embedding, version) / ONNX_FILE)
+    path = export_embedding_onnx(network, card, version_dir / ONNX_FILE)
     parity = check_features_against_pytorch(
         torch_classifier(network, card, PixelsToFeatures),
         ort_classifier(create_session(path, device="cpu")),
@@ -310,7 +363,7 @@ def _export_embedding(
     )
     if not parity.passed:
         raise ExportError(
-            f"the ONNX embedding model does not match PyTorch ({parity.failures()}); {update.repository} "
+            f"the ONNX embedding model does not match PyTorch ({parity.failures()}); {repository} "
             "was left unchanged. Export with --no-embedding to skip it, and report this"
         )
     return parity

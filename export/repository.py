@@ -69,8 +69,11 @@ def _describe(signature: dict[str, list[tuple[str, str, tuple[int, ...]]]]) -> s
 
 @dataclass(frozen=True)
 class PlannedModel:
-    """One model an export writes: its config, and whether the card's labels.txt goes beside it."""
+    """One model an export writes: what it is (the ModelNames property that names it: "onnx", "int8",
+    "preprocess", "image", "embedding", "embedding_image"), its config, and whether the card's labels.txt
+    goes beside it."""
 
+    kind: str
     config: mc.ModelConfig
     labels: bool
 

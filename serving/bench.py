@@ -19,7 +19,6 @@ not numbers from different runs.
 from __future__ import annotations
 
 import asyncio
-import os
 import platform
 import random
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.machine import load_average, usable_cpu_count
+from common.timing import timed_loop
 from serving.client import OVERLOAD_MESSAGES, PIXELS, PROBABILITIES, RetryPolicy, TritonClassifier
 from serving.errors import ServingError
 from triton_repository.layout import ONNX_FILE, newest_file
@@ -127,10 +128,9 @@ class BenchReport:
 
 
 def machine_facts() -> dict:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
-        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_average_1m_at_start": round(load[0], 2),
+        "cpu_cores": usable_cpu_count(),
+        "load_average_1m_at_start": load_average(),
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
@@ -297,13 +297,7 @@ def measure_inprocess(
 ) -> InProcessResult:
     """Run one batch size back to back for `duration` seconds (after one untimed run)."""
     batch = np.random.default_rng(0).integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8)
-    session.run(None, {input_name: batch})
-    latencies: list[float] = []
-    started = time.perf_counter()
-    while time.perf_counter() - started < duration or len(latencies) < 3:
-        sent = time.perf_counter()
-        session.run(None, {input_name: batch})
-        latencies.append(time.perf_counter() - sent)
+    latencies = timed_loop(lambda: session.run(None, {input_name: batch}), duration).latencies
     elapsed = sum(latencies)
     return InProcessResult(
         batch_size=batch_size,
@@ -410,9 +404,7 @@ def run_benchmark(
         report.ratios_per_round.append(compare(per_round))
     report.served = [_median_served(runs) for runs in served_runs.values()]
     report.inprocess = [_median_inprocess(runs) for runs in inprocess_runs.values() if runs]
-    report.machine["load_average_1m_at_end"] = (
-        round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-    )
+    report.machine["load_average_1m_at_end"] = load_average()
     report.ratios = {
         name: round(float(np.median([ratios[name] for ratios in report.ratios_per_round])), 3)
         for name in report.ratios_per_round[0]
@@ -597,7 +589,7 @@ class SoakReport:
 
 def server_memory_mb(pid: int) -> float:
     """Resident memory of process `pid` and its children (Triton's Python-backend stubs), in MB."""
-    from serving.server import child_processes
+    from serving.processes import child_processes
 
     total_kb = 0
     for process in (pid, *child_processes(pid)):

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from common.files import write_json
 from serving.errors import ServingError
 
 UrlOption = Annotated[
@@ -109,14 +110,21 @@ def refuse_unusable_ports(host: str, ports: dict[str, int]) -> None:
         raise ServingError("; ".join(problems))
 
 
-def wait_for_server(classifier, wait: float, say=lambda line: typer.echo(line, err=True)) -> None:
+START_TRITON = "start it with `alexnet serve --repository model_repository`"
+
+
+def wait_for_server(
+    classifier,
+    wait: float,
+    say=lambda line: typer.echo(line, err=True),
+    how_to_start: str = START_TRITON,
+) -> None:
     """Wait up to `wait` seconds for the served model; if it is not ready at once, say first what is being
     waited for and how to start it, so a missing server is never a silent pause."""
     if not classifier.is_ready():
         say(
             f"waiting up to {wait:g} s for Triton at {classifier.url} ({classifier.protocol}) to serve "
-            f"{classifier.model} (start it with `alexnet serve --repository model_repository`, or point "
-            "--url at yours; --wait sets how long)"
+            f"{classifier.model} ({how_to_start}, or point --url at yours; --wait sets how long)"
         )
     classifier.wait_until_ready(timeout=wait)
 
@@ -195,19 +203,20 @@ EMBEDDING_SUFFIXES = (".npy", ".json")
 def refuse_pixels_only_model(model: str, send: str, embed: Path | None) -> None:
     """`--model alexnet_int8` (or _trt) takes pixels and gives probabilities only: export writes no
     alexnet_int8_image for --send bytes and no alexnet_int8_embedding for --embed."""
-    from triton_repository.layout import base_model, companion_model
+    from triton_repository.layout import ModelNames, base_model, companion_model
 
     base = base_model(model)
+    wanted, there = ModelNames(model), ModelNames(base)
     if send == "bytes" and companion_model(model, "image") is None:
         raise ServingError(
-            f"--send bytes with --model {model}: export writes no {model}_image (the server decodes files "
+            f"--send bytes with --model {model}: export writes no {wanted.image} (the server decodes files "
             f"only for {base}); leave out --send bytes ({model} gets pixels, resized here as the server "
             f"would), or use --model {base}"
         )
     if embed is not None and companion_model(model, "embedding") is None:
         raise ServingError(
-            f"--embed with --model {model}: export writes no {model}_embedding; the fc7 features come from "
-            f"{base}_embedding: ask for them with --model {base} --embed {embed}"
+            f"--embed with --model {model}: export writes no {wanted.embedding}; the fc7 features come from "
+            f"{there.embedding}: ask for them with --model {base} --embed {embed}"
         )
 
 
@@ -333,8 +342,7 @@ def _write_json(path: Path | None, data: dict) -> None:
     """A benchmark's figures as JSON, where --json asked for them."""
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_json(path, data)
     typer.echo(f"wrote {path}", err=True)
 
 

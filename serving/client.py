@@ -32,6 +32,7 @@ from triton_repository.layout import (
     IMAGE_INPUT_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
+    ModelNames,
     base_model,
     companion_model,
 )
@@ -414,9 +415,10 @@ class TritonClassifier:
         name = companion_model(self.model, kind)
         if name is None:
             base = base_model(self.model)
+            wanted, there = getattr(ModelNames(self.model), kind), getattr(ModelNames(base), kind)
             raise ServingError(
-                f"export writes no {self.model}_{kind}: {self.model} takes pixels and gives probabilities "
-                f"only; {base}_{kind} does this for the model {base}"
+                f"export writes no {wanted}: {self.model} takes pixels and gives probabilities only; {there} "
+                f"does this for the model {base}"
             )
         return name
 

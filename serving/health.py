@@ -107,6 +107,16 @@ def loaded_models(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
     return sorted(successes(http_url, timeout))
 
 
+def http_error(error: urllib.error.HTTPError) -> str:
+    """An HTTP error as "HTTP 503: <Triton's reason>": the "error" of its JSON body, else the body as sent."""
+    detail = error.read().decode("utf-8", errors="replace")
+    try:
+        detail = json.loads(detail).get("error", detail)
+    except (ValueError, AttributeError):  # not JSON, or JSON without an "error"
+        pass
+    return f"HTTP {error.code}: {detail}"
+
+
 def probe_model(http_url: str, model: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
     """None if `model` answers a request built from its config within `timeout`; BUSY if it was refused as
     busy (HTTP 503) or timed out; else what went wrong."""
@@ -127,12 +137,7 @@ def probe_model(http_url: str, model: str, timeout: float = DEFAULT_TIMEOUT) -> 
     except urllib.error.HTTPError as error:
         if error.code == 503:  # UNAVAILABLE: its queue is full, or the request waited too long in it
             return BUSY
-        detail = error.read().decode("utf-8", errors="replace")
-        try:
-            detail = json.loads(detail).get("error", detail)
-        except ValueError:
-            pass
-        return f"{model}: HTTP {error.code}: {detail}"
+        return f"{model}: {http_error(error)}"
     except TimeoutError:
         return BUSY
     except (urllib.error.URLError, OSError, ValueError, KeyError) as error:
@@ -142,16 +147,33 @@ def probe_model(http_url: str, model: str, timeout: float = DEFAULT_TIMEOUT) -> 
         return f"{model}: {reason}"
 
 
-def server_ready(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
-    """None if Triton says it is ready (every model loaded); else why not."""
+READY_PATH = "v2/health/ready"
+
+
+def not_ready(
+    http_url: str, path: str = READY_PATH, timeout: float = DEFAULT_TIMEOUT, what: str = "server"
+) -> str | None:
+    """None if Triton's readiness endpoint `path` answers 200; else why not. The one readiness check of the
+    local server, its supervisor and the container's entry point."""
     try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout) as response:
+        with urllib.request.urlopen(f"http://{http_url}/{path}", timeout=timeout) as response:
             response.read()
         return None
     except urllib.error.HTTPError as error:
-        return f"server not ready (HTTP {error.code})"
+        return f"{what} not ready (HTTP {error.code})"
     except (urllib.error.URLError, OSError) as error:
         return f"server not answering at {http_url}: {getattr(error, 'reason', None) or error}"
+
+
+def server_ready(http_url: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
+    """None if Triton says it is ready (every model loaded); else why not."""
+    return not_ready(http_url, READY_PATH, timeout)
+
+
+def version_ready(http_url: str, model: str, version: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """Triton's readiness of one version of a model (404/400 until it is loaded)."""
+    path = f"v2/models/{model}/versions/{version}/ready"
+    return not_ready(http_url, path, timeout, what=f"{model} version {version}") is None
 
 
 class ProgressCheck:

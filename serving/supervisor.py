@@ -37,7 +37,9 @@ from dataclasses import dataclass
 
 from serving import health
 from serving.errors import ServingError
-from serving.server import ModelUpdate, TritonServer, Worker, process_alive
+from serving.local_repository import ModelUpdate
+from serving.processes import Worker, process_alive
+from serving.server import TritonServer
 from triton_repository.configs import RepositoryError
 from triton_repository.layout import CONFIG_FILE, versions
 
@@ -297,4 +299,3 @@ def _latest(state: tuple) -> str:
     """The newest version folder of a source_state entry: what Triton serves once it is loaded."""
     versions = state[0] if state else ()
     return str(versions[-1]) if versions else "none"
-

@@ -17,17 +17,6 @@ from pathlib import Path
 import pytest
 from fixtures_training import REPO
 
-SECTIONS = [
-    "machine",
-    "jpeg decode",
-    "training loop",
-    "resume on the gpu",
-    "ddp",
-    "inference",
-    "onnx export",
-    "tensorrt",
-    "training throughput",
-]
 NOT_ON_THE_GPU_MACHINE = ("tritonclient", "gradio", "pytriton", "tensorrt")
 
 
@@ -60,7 +49,9 @@ def test_gpu_check_cpu_version_runs_through_make(tmp_path: Path, digits_model_di
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     report, sections = sections_of(out)
     assert report["mode"] == "cpu" and report["passed"] and report["injected_fault"] is None, report
-    assert list(sections) == SECTIONS
+    from gpu_check.harness import PARTS
+
+    assert list(sections) == list(PARTS), "every part runs, or is skipped with its reason"
     for name in ("machine", "training loop", "ddp", "inference", "onnx export", "training throughput"):
         assert sections[name]["status"] == "passed", sections[name]
     for section in sections.values():
@@ -111,7 +102,7 @@ def test_an_injected_fault_fails_the_inference_and_onnx_parts(tmp_path: Path, di
 
 def test_a_fault_only_a_gpu_can_show_is_refused_on_the_cpu(tmp_path: Path):
     result = subprocess.run(
-        [sys.executable, "-m", "export.gpu_check", "--inject-fault", "stale-graph-input",
+        [sys.executable, "-m", "gpu_check", "--inject-fault", "stale-graph-input",
          "--out", str(tmp_path)],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""},
         capture_output=True, text=True, timeout=120,
@@ -124,7 +115,7 @@ def test_the_hard_stop_keeps_what_the_running_part_found(tmp_path: Path):
     """A part still running at the hard stop is reported failed, with the results it had. (4 s: the training
     loop's two sessions, each writing a 700 MB checkpoint, take longer on any CPU host.)"""
     result = subprocess.run(
-        [sys.executable, "-m", "export.gpu_check", "--parts", "training-loop", "--hard-stop-s", "4",
+        [sys.executable, "-m", "gpu_check", "--parts", "training-loop", "--hard-stop-s", "4",
          "--out", str(tmp_path)],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""},
         capture_output=True, text=True, timeout=300,
@@ -164,7 +155,7 @@ def test_make_gpu_check_without_torch_says_what_to_do(tmp_path: Path):
     venv = Path(sys.executable).parent.parent  # the environment running these tests has torch
     found = make(f"VENV={venv}")
     assert found.returncode == 0, found.stdout + found.stderr
-    assert f"PYTHONPATH=. {venv}/bin/python -m export.gpu_check --parts machine" in found.stdout
+    assert f"PYTHONPATH=. {venv}/bin/python -m gpu_check --parts machine" in found.stdout
 
 
 # --- ONNX Runtime: the engine cache folder, the provider read back ------------------------------------
@@ -260,7 +251,7 @@ def test_readme_production_path_builds_the_plan_where_it_is_served():
 def test_the_bounds_separate_precision_noise_from_bugs(digits_model_dir: Path):
     """With a confident model on real images, bf16's noise stays within the loosest bound and every fault the
     check can inject lands far outside it (docs/gpu.md has the full table, from `--calibrate`)."""
-    from export.gpu_check import calibrate
+    from gpu_check.agreement import calibrate
 
     _compared, results = calibrate(digits_model_dir, digits=64, photos=16)
     verdicts = {(case, agreement.images): agreement for case, agreement in results}

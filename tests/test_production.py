@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -47,8 +48,8 @@ DOCS = ROOT / "docs" / "production.md"
 VENV_BIN = Path(sys.executable).parent
 TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 HEALTH_LIVE, HEALTH_READY = "/v2/health/live", "/v2/health/ready"
-# NVIDIA's notes: 26.03 ships Triton 2.67.0; CVE-2025-23310/23311/23319/23320/23334 are fixed from 25.07.
-IMAGE_RELEASE, FIRST_FIXED_RELEASE = "26.03", "25.07"
+# NVIDIA's security bulletin: CVE-2025-23310/23311/23319/23320/23334 are fixed from 25.07.
+FIRST_FIXED_RELEASE = "25.07"
 LOCAL_TRITON_VERSION = "2.51.0"  # the nvidia-pytriton wheel's server: `alexnet serve` and these tests
 
 
@@ -82,8 +83,9 @@ def dockerfile_args() -> dict[str, str]:
     return dict((rest.split("=", 1) + [""])[:2] for rest in dockerfile("ARG"))
 
 
-def expand(value: str) -> str:
-    args = dockerfile_args()
+def expand(value: str, **build_args: str) -> str:
+    """`value` with the Dockerfile's ARG defaults substituted, or `build_args` (as --build-arg gives them)."""
+    args = dockerfile_args() | build_args
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m.group(1) or m.group(2)], value)
 
 
@@ -184,7 +186,7 @@ def flag_values(command: list[str], flag: str) -> list[str]:
 def triton_help() -> str:
     """`tritonserver --help` of the 2.51 binary the nvidia-pytriton wheel ships (the image runs 26.03, which
     knows every flag 2.51 knows that the entry point uses)."""
-    from serving.server import Distribution, server_environment
+    from serving.triton_binary import Distribution, server_environment
 
     result = subprocess.run(
         [str(Distribution.find().binary), "--help"],
@@ -299,13 +301,23 @@ def test_entrypoint_passes_shell_lint():
     assert result.returncode == 0, result.stdout
 
 
-def test_image_is_pinned_to_a_triton_release_with_the_advisories_fixed():
+def test_image_is_built_on_the_pinned_triton_release_with_the_advisories_fixed():
+    """The release is pinned once, the Dockerfile's TRITON_RELEASE: the base image is NVIDIA's Triton
+    container of whatever release that says (so `--build-arg TRITON_RELEASE=...` moves it), and the pinned
+    release is one with the published advisories fixed."""
     (base,) = dockerfile("FROM")
-    assert expand(base) == f"nvcr.io/nvidia/tritonserver:{IMAGE_RELEASE}-py3"
-    assert tuple(map(int, IMAGE_RELEASE.split("."))) >= tuple(map(int, FIRST_FIXED_RELEASE.split(".")))
-    # The local server stays on the wheel's Triton (2.51): pinned in pyproject.toml, read back below
-    # from the running server by test_entrypoint_runs_on_the_real_triton_release.
-    assert '"nvidia-pytriton==0.7.0"' in (ROOT / "pyproject.toml").read_text()
+    release = dockerfile_args()["TRITON_RELEASE"]
+    assert expand(base) == f"nvcr.io/nvidia/tritonserver:{release}-py3"
+    assert expand(base, TRITON_RELEASE="99.01") == "nvcr.io/nvidia/tritonserver:99.01-py3"
+    assert tuple(map(int, release.split("."))) >= tuple(map(int, FIRST_FIXED_RELEASE.split(".")))
+
+
+def test_the_local_triton_is_pinned_to_one_release():
+    """The local server is the nvidia-pytriton wheel's Triton: an exact pin, so that every machine runs the
+    release test_entrypoint_runs_on_the_real_triton_release reads back from the running server."""
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (pin,) = [d for d in dependencies if d.replace(" ", "").startswith("nvidia-pytriton")]
+    assert "==" in pin and not {"<", ">", "~", "*", ","} & set(pin), pin
 
 
 def test_the_health_watchers_sigkill_reaches_the_server_under_the_images_init(tmp_path):
@@ -566,7 +578,7 @@ def test_entrypoint_refuses_what_it_cannot_serve(tmp_path):
 
 
 def test_entrypoint_plan_build_explains_a_missing_gpu(tmp_path):
-    from serving.server import gpu_available
+    from common.machine import gpu_available
 
     if gpu_available():
         pytest.skip("this machine has a GPU: the no-GPU message cannot be seen here")
@@ -588,7 +600,8 @@ def test_entrypoint_plan_build_explains_a_missing_gpu(tmp_path):
 def test_entrypoint_runs_on_the_real_triton_release(tmp_path):
     """The entry point's own command on Triton 2.51 (the local stand-in for the image's 26.03): probes,
     admin APIs closed to every client, metrics, SIGTERM."""
-    from serving.server import Distribution, free_port, server_environment
+    from common.ports import free_port
+    from serving.triton_binary import Distribution, server_environment
 
     distribution = Distribution.find()
     repository = tmp_path / "repository"
@@ -917,7 +930,8 @@ dynamic_batching { max_queue_delay_microseconds: 100 }
     )
     assert list(plan.input[0].dims) == [224, 224, 3] and plan.output[0].label_filename == "labels.txt"
     (tmp_path / "alexnet" / "config.pbtxt").write_text('name: "alexnet"\ninput [ { name: "pixels" ')
-    with pytest.raises(trt_plan.PlanError, match="config.pbtxt is not a valid Triton model config"):
+    invalid = "config.pbtxt is not a valid Triton model config"
+    with pytest.raises(trt_plan.configs.RepositoryError, match=invalid):
         trt_plan.read_onnx_model(tmp_path, "alexnet")
 
 

@@ -24,8 +24,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.ports import free_port
 from serving.client import NO_RETRY, InferenceRejected, RetryPolicy, ServerUnreachable, TritonClassifier
-from serving.server import TritonServer, Worker, free_port
+from serving.processes import Worker
+from serving.server import TritonServer
 from serving.supervisor import Supervisor
 from triton_repository.image_preprocessing import prepare_image
 
@@ -603,7 +605,7 @@ def test_rollouts_never_end_the_server_and_deaths_are_seen_by_version(
 def test_serve_keeps_serving_and_healing_when_the_reader_of_its_output_goes_away(digits_repository, tmp_path):
     """`alexnet serve ... 2>&1 | head -1`: once the reader has gone, a worker killed is still healed (the
     review saw the whole server die instead)."""
-    from serving.server import child_processes
+    from serving.processes import child_processes
 
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     serve = subprocess.Popen(
@@ -642,7 +644,7 @@ def test_serve_keeps_serving_and_healing_when_the_reader_of_its_output_goes_away
 
 
 def tritonservers(parent: int) -> list[int]:
-    from serving.server import child_processes
+    from serving.processes import child_processes
 
     found = []
     for pid in child_processes(parent):

@@ -148,7 +148,7 @@ def test_http_refusals_are_503(small_queue_server, supervised):
             with urllib.request.urlopen(request, timeout=60) as response:
                 return response.status
         except urllib.error.HTTPError as error:
-            raise RuntimeError(f"HTTP {error.code}: {error.read().decode()}") from None
+            raise RuntimeError(health.http_error(error)) from None
 
     outcomes = burst(send_http)
     refused = [detail for outcome, detail in outcomes if outcome != "answered"]

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from common.ports import free_port
 from serving.errors import ServingError
-from serving.server import SETTINGS_FILE, SubstituteSettings, TritonServer, free_port, prepare_repository
+from serving.local_repository import SETTINGS_FILE, SubstituteSettings, prepare_repository
+from serving.server import TritonServer
 from triton_repository.configs import read_config, write_config
 
 CPU_ONLY = SubstituteSettings(gpu=False, tensorrt=False, cores=2)

@@ -7,7 +7,7 @@ torchrun sets RANK/LOCAL_RANK/WORLD_SIZE; the loop joins the process group (NCCL
 
 import typer
 
-from alexnet_cli import run
+from common.cli import run
 from training.cli import train
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

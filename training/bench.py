@@ -8,12 +8,12 @@ On CUDA each architecture runs twice: float32, and bf16 autocast + channels_last
 from __future__ import annotations
 
 import os
-import platform
-import time
 from typing import Any
 
 import torch
 
+from common.machine import cpu_name, load_average, versions
+from common.timing import timed_loop
 from training.distributed import resolve_device
 from training.engine import synchronize, train_step
 from training.model import build_model
@@ -49,17 +49,16 @@ def bench_one(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     warmup = 2 if device.type == "cpu" else 10  # cuDNN picks its algorithms in the first steps
-    warm_up_started = time.perf_counter()
-    for _ in range(warmup):
+
+    def step() -> None:
         train_step(model, images, labels, optimizer, precision)
-    synchronize(device)
-    warm_up_seconds = time.perf_counter() - warm_up_started
-    started = time.perf_counter()
-    for _ in range(steps):
-        _logits, loss = train_step(model, images, labels, optimizer, precision)
-    loss.item()
-    synchronize(device)
-    seconds = time.perf_counter() - started
+
+    def wait() -> None:
+        synchronize(device)
+
+    # The warm-up's time is measured too: it includes torch.compile's compilation.
+    warm_up_seconds = timed_loop(step, 0.0, min_calls=warmup, warm_up=0, wait=wait).seconds
+    seconds = timed_loop(step, 0.0, min_calls=steps, warm_up=0, wait=wait).seconds
     return {
         "architecture": architecture,
         "device": device.type,
@@ -87,7 +86,7 @@ def bench_train(
 ) -> dict[str, Any]:
     """Images/s per architecture (and, on CUDA, per precision), with the machine they ran on."""
     resolved = resolve_device(device)
-    load_before = _load_average()
+    load_before = load_average()
     on_gpu = resolved.type == "cuda"
     batch_size = batch_size or (256 if on_gpu else 32)
     steps = steps or (50 if on_gpu else 5)
@@ -107,29 +106,15 @@ def bench_train(
 def machine_description(device: torch.device) -> dict[str, Any]:
     """What the figures depend on, including how busy the CPU was (these machines are shared)."""
     info: dict[str, Any] = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "load_average_1min": _load_average(),
+        **versions("torch"),
+        "load_average_1min": load_average(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _load_average() -> float | None:
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -5,7 +5,6 @@ stays fast. `torchrun --nproc_per_node=N -m training ...` runs the same `train` 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -159,8 +158,9 @@ def bench_train(
     )
     typer.echo(format_table(report))
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        from common.files import write_json
+
+        write_json(json_out, report)
         typer.echo(f"wrote {json_out}")
 
 

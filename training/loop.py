@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from common.model_card import (
+    ARCHITECTURES,
     CHECKPOINT_FILE,
     MIN_IMAGE_SIZE,
     ModelCard,
@@ -102,8 +103,8 @@ def prepare(config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | 
         raise TrainingError(
             f"--image-size {config.image_size} is too small for AlexNet: use at least {MIN_IMAGE_SIZE}"
         )
-    if config.arch not in ("torchvision", "paper"):
-        raise TrainingError(f"--arch {config.arch}: use torchvision or paper")
+    if config.arch not in ARCHITECTURES:
+        raise TrainingError(f"--arch {config.arch}: use {' or '.join(ARCHITECTURES)}")
     if config.epochs < 1 or config.batch_size < 1:
         raise TrainingError("--epochs and --batch-size must be at least 1")
     if config.resume and checkpoint is None:

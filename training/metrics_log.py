@@ -1,5 +1,7 @@
 """Rank 0's record of a run, an epoch at a time (after timm's `update_summary`): one JSON line per epoch
-in metrics.jsonl, and the same figures as TensorBoard scalars in tb/ where TensorBoard is installed."""
+in metrics.jsonl, and the same figures as TensorBoard scalars in tb/ where TensorBoard is installed.
+metrics.jsonl is written whole each epoch, like every file of the model directory (common/files.py): a
+crash leaves the previous epoch's file, never half a line."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from common.files import atomic_write
 from common.model_card import METRICS_FILE
 
 TENSORBOARD_SCALARS = {
@@ -26,11 +29,11 @@ class MetricsLog:
         be written again)."""
         out.mkdir(parents=True, exist_ok=True)
         self.path, self.steps_per_epoch = out / METRICS_FILE, steps_per_epoch
-        kept = []
+        self.lines: list[str] = []
         if resumed_after is not None and self.path.is_file():
             lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-            kept = [line for line in lines if json.loads(line)["epoch"] <= resumed_after]
-        self.path.write_text("".join(line + "\n" for line in kept))
+            self.lines = [line for line in lines if json.loads(line)["epoch"] <= resumed_after]
+        self._write_whole()
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -42,12 +45,16 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """One epoch's figures; `record["epoch"]` is the epoch's number, from 1."""
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.lines.append(json.dumps(record))
+        self._write_whole()
         if self.writer is not None:
             for tag, name in TENSORBOARD_SCALARS.items():
                 self.writer.add_scalar(tag, record[name], record["epoch"] * self.steps_per_epoch)
             self.writer.flush()
+
+    def _write_whole(self) -> None:
+        with atomic_write(self.path) as f:
+            f.write("".join(line + "\n" for line in self.lines).encode())
 
     def close(self) -> None:
         if self.writer is not None:

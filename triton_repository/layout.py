@@ -72,7 +72,7 @@ class ModelNames:
 
 
 # The served models beside <name> that take pixels only: export writes no ensemble and no embedding for them.
-PIXELS_ONLY_SUFFIXES = ("_int8", "_trt")
+PIXELS_ONLY_SUFFIXES = (ModelNames("").int8, ModelNames("").trt)  # ("_int8", "_trt")
 COMPANIONS = ("image", "embedding", "embedding_image")  # what export writes beside <name>
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from common.errors import UserError
 from common.hashing import sha256_of
 from triton_repository import configs, layout, tensorrt_engine
 from triton_repository.tensorrt_engine import EngineSpec
@@ -49,8 +50,9 @@ TRTEXEC_LOCATIONS = ("/usr/src/tensorrt/bin/trtexec",)  # where NVIDIA's contain
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 75, 76
 
 
-class PlanError(Exception):
-    """A problem the operator can fix; the message says how. main() prints it and exits with status 2."""
+class PlanError(UserError):
+    """A problem the operator can fix; the message says how. main() prints it, like every UserError (a
+    repository's RepositoryError, a build's EngineBuildError), and exits with status 2."""
 
 
 def log(message: str) -> None:
@@ -74,7 +76,7 @@ def check_repository(repository: Path) -> list[str]:
             "export one with `alexnet export onnx`"
         )
     for model_dir in model_dirs:
-        config = read_config(model_dir)
+        config = configs.read_config(model_dir)
         if config.name != model_dir.name:
             raise PlanError(
                 f"{model_dir / layout.CONFIG_FILE} names the model {config.name!r}, but its folder is "
@@ -88,13 +90,6 @@ def check_repository(repository: Path) -> list[str]:
                 "on this GPU"
             )
     return [d.name for d in model_dirs]
-
-
-def read_config(model_dir: Path) -> mc.ModelConfig:
-    try:
-        return configs.read_config(model_dir)
-    except configs.RepositoryError as error:
-        raise PlanError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -120,7 +115,7 @@ def read_onnx_model(repository: Path, name: str) -> OnnxModel:
             f"no model {name!r} in {repository}: set ALEXNET_MODEL_NAME to the name given to "
             "`alexnet export onnx --name`"
         )
-    config = read_config(model_dir)
+    config = configs.read_config(model_dir)
     if configs.engine_backend(config) != configs.ONNX_BACKEND:
         raise PlanError(f"{config_path} is not an ONNX Runtime model: the plan is built from the ONNX model")
     if config.max_batch_size < 1:
@@ -223,10 +218,7 @@ def trtexec_builder(trtexec: str, tensorrt_major: int = 10) -> Builder:
 
 def python_builder(model: OnnxModel, plan: Path, fp16: bool) -> None:
     """The same build through TensorRT's Python API, for images that have the bindings but no trtexec."""
-    try:
-        plan.write_bytes(tensorrt_engine.build_engine(engine_spec(model, fp16)))
-    except tensorrt_engine.EngineBuildError as error:
-        raise PlanError(f"{error}; set ALEXNET_TRT_PLAN=off to serve the ONNX model only") from None
+    plan.write_bytes(tensorrt_engine.build_engine(engine_spec(model, fp16)))  # EngineBuildError: main()
 
 
 def choose_builder(tensorrt_major: int = 10) -> tuple[str, Builder]:
@@ -374,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
             builder=builder,
             builder_name=builder_name,
         )
-    except PlanError as error:
+    except tensorrt_engine.EngineBuildError as error:
+        print(f"error: {error}; set ALEXNET_TRT_PLAN=off to serve the ONNX model only", file=sys.stderr)
+        return 2
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(target)

@@ -13,6 +13,7 @@ import typer
 from fixtures_training import alexnet_in_process
 
 import alexnet_cli
+from common.cli import click_command
 from serving.server import free_port
 
 
@@ -125,7 +126,7 @@ def help_of(path: tuple[str, ...]) -> str:
 
 
 def test_every_help_shows_switches_without_a_value_and_an_example():
-    root = alexnet_cli.click_command(alexnet_cli.app)
+    root = click_command(alexnet_cli.app)
     for path, command in every_command(root):
         text = help_of(path)
         assert "<bool>" not in text, path

@@ -15,6 +15,7 @@ import pytest
 import typer
 
 import alexnet_cli
+from common.cli import click_command
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -149,12 +150,12 @@ def training_command():
     """What `torchrun ... -m training` runs: training/__main__.py's app."""
     import training.__main__ as entry
 
-    return alexnet_cli.click_command(entry.app)
+    return click_command(entry.app)
 
 
 @pytest.fixture(scope="module")
 def root():
-    return alexnet_cli.click_command(alexnet_cli.app)
+    return click_command(alexnet_cli.app)
 
 
 @pytest.fixture(scope="module")

@@ -131,3 +131,26 @@ def test_a_new_model_arrives_whole_with_its_config(tmp_path, monkeypatch):
         update.commit()
     assert renames == [repository / "m"]
     assert (repository / "m" / "config.pbtxt").is_file()
+
+
+@pytest.mark.parametrize("int8, embedding", [(False, False), (True, False), (True, True)])
+def test_each_planned_model_is_named_for_what_it_is_and_has_its_files_written(int8, embedding):
+    """export_repository writes each model's files by its kind into the folder of its config's name, and
+    commits exactly the planned configs: the kind and the name must be one model, every model that is not an
+    ensemble must have a writer, for every choice of --int8 and --no-embedding."""
+    from common.model_card import ModelCard
+    from export.pipeline import _ModelFiles, planned_models
+    from triton_repository.layout import ModelNames
+
+    card = ModelCard(architecture="torchvision", labels=["a", "b"], image_size=64, resize_size=64,
+                     mean=[0.5] * 3, std=[0.25] * 3)  # fmt: skip
+    names = ModelNames("digits")
+    planned = planned_models(
+        names, card, features=4096, int8=int8, embedding=embedding, device="cpu", fp16=False,
+        max_batch_size=8, queue_delay_us=0,
+    )  # fmt: skip
+    assert all(model.name == getattr(names, model.kind) for model in planned)
+    kinds = [model.kind for model in planned]
+    assert ("int8" in kinds, "embedding" in kinds, "embedding_image" in kinds) == (int8, embedding, embedding)
+    without_files = {model.kind for model in planned if model.config.platform == "ensemble"}
+    assert set(kinds) - without_files <= set(_ModelFiles.WRITERS)

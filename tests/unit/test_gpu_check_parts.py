@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from export import gpu_check
-from export.gpu_check import Backend, Check, compare_logits, compile_blocker, log_probabilities
+from gpu_check import harness
+from gpu_check.agreement import compare_logits, log_probabilities
+from gpu_check.harness import Backend, Check
+from gpu_check.machine import compile_blocker
 from triton_repository.tensorrt_engine import EngineSpec, precision_flags, tensorrt_major, trtexec_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,17 +55,17 @@ def test_served_probabilities_compare_as_the_logits_they_come_from():
 
 
 def test_backend_settings_are_set_and_put_back():
-    before = gpu_check.current_backend()
-    with gpu_check.backend(Backend(benchmark=True, conv_tf32=False, matmul_tf32=True)):
+    before = harness.current_backend()
+    with harness.backend(Backend(benchmark=True, conv_tf32=False, matmul_tf32=True)):
         assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.allow_tf32
         assert torch.backends.cuda.matmul.allow_tf32
-    assert gpu_check.current_backend() == before
+    assert harness.current_backend() == before
 
 
 def test_a_part_cannot_leak_its_settings_into_the_next(tmp_path: Path):
     """The training loop sets cudnn.benchmark for itself; the part after it must not inherit that."""
-    check = Check(tmp_path, 60, torch.device("cpu"), gpu_check.CPU_SIZES)
-    before = gpu_check.current_backend()
+    check = Check(tmp_path, 60, torch.device("cpu"), harness.CPU_SIZES)
+    before = harness.current_backend()
 
     def leaky(section):
         torch.backends.cudnn.benchmark = not before.benchmark
@@ -72,13 +74,13 @@ def test_a_part_cannot_leak_its_settings_into_the_next(tmp_path: Path):
         assert check.run("leaky", 10, leaky).status == "passed"
     finally:
         check.close()
-    assert gpu_check.current_backend() == before
+    assert harness.current_backend() == before
 
 
 def test_float32_labels_say_whether_tf32_ran():
-    assert gpu_check.STRICT_FP32.label(on_gpu=True) == "float32 (TF32 off)"
-    assert "TF32" in gpu_check.TRAINING.label(on_gpu=True)  # PyTorch's default: TF32 convolutions
-    assert gpu_check.TRAINING.label(on_gpu=False) == "float32"
+    assert harness.STRICT_FP32.label(on_gpu=True) == "float32 (TF32 off)"
+    assert "TF32" in harness.TRAINING.label(on_gpu=True)  # PyTorch's default: TF32 convolutions
+    assert harness.TRAINING.label(on_gpu=False) == "float32"
 
 
 # --- torch.compile: skipped with the reason where it cannot build --------------------------------------

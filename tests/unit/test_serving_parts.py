@@ -50,7 +50,7 @@ def test_each_in_process_batch_size_is_timed_beside_its_partner_concurrency():
 def test_tensorrt_engines_are_cached_by_the_onnx_files_bytes_not_by_model_name_or_version(tmp_path):
     """A retrained model exported again as version 1, or alexnet_trt running alexnet's file: an engine
     cached by name and version would be built from other weights (wrong answers, on a GPU only)."""
-    from serving.server import tensorrt_cache_dir
+    from serving.local_repository import tensorrt_cache_dir
 
     def onnx_file(folder: str, graph: bytes, weights: bytes) -> Path:
         path = tmp_path / folder / "alexnet" / "1" / "model.onnx"
