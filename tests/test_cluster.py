@@ -95,6 +95,7 @@ def training_job() -> dict[str, dict]:
     return {doc["kind"]: doc for doc in yaml.safe_load_all(TRAINING_JOB.read_text())}
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("version", ["1.27.0", kubernetes_validate.latest_version()])
 def test_training_job_manifests_validate_against_kubernetes_schemas(version: str):
     """The headless Service and the indexed Job (stable since Kubernetes 1.24) validate offline."""
@@ -105,6 +106,7 @@ def test_training_job_manifests_validate_against_kubernetes_schemas(version: str
             pytest.fail(f"{TRAINING_JOB.name} {kind}: {'.'.join(map(str, error.path))}: {error.message}")
 
 
+@pytest.mark.pure
 def test_training_job_pods_find_the_rendezvous_and_use_every_gpu():
     docs = training_job()
     job, service = docs["Job"], docs["Service"]
@@ -133,6 +135,7 @@ def plan_cache_init_container() -> dict:
     return init
 
 
+@pytest.mark.pure
 def test_plan_cache_is_handed_to_the_server_user_where_fsgroup_is_not_applied():
     """fsGroup is not applied to ReadWriteMany (NFS, EFS) volumes under the default CSI policy: an init
     container gives the cache folder to the server's uid, with CHOWN and FOWNER only."""
@@ -153,6 +156,7 @@ def test_plan_cache_is_handed_to_the_server_user_where_fsgroup_is_not_applied():
     assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
 
 
+@pytest.mark.pure
 def test_plan_cache_script_passes_shell_lint_and_hands_the_folder_over(tmp_path: Path):
     script = plan_cache_init_container()["args"][0]
     (tmp_path / "init.sh").write_text(script + "\n")

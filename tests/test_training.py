@@ -391,6 +391,7 @@ def test_training_on_an_image_folder_with_a_few_broken_files(tmp_path: Path):
     shutil.rmtree(out)
 
 
+@pytest.mark.pure
 def test_a_checkpoint_from_eight_gpus_resumes_on_one():
     """Each rank saves its own GPU's generator state; checkpoints from before kept every GPU's (a list),
     and resuming one of those on fewer GPUs must take the device's own entry, not fail."""
@@ -405,6 +406,7 @@ def test_a_checkpoint_from_eight_gpus_resumes_on_one():
     assert own_cuda_rng_state({}, torch.device("cuda", 0)) is None
 
 
+@pytest.mark.pure
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_generator_state_round_trips_on_this_gpu():
     from training.checkpointing import rng_state, set_rng_state
