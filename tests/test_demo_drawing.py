@@ -46,7 +46,6 @@ def test_empty_sketchpad_says_draw_first():
         drawing_to_digit_scan(np.full((100, 100, 3), 255, np.uint8))
 
 
-@pytest.mark.pure
 def test_demo_imports_no_torch():
     """The demo talks to Triton only: building its modules must not load torch (a serving image has none)."""
     code = textwrap.dedent(

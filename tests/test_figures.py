@@ -137,7 +137,6 @@ def test_neighbours_are_found_a_block_of_queries_at_a_time(monkeypatch):
     assert (nearest_training_images(queries, training) == whole).all()
 
 
-@pytest.mark.pure
 def test_figure4_of_an_image_folder_draws_its_training_pool_from_every_class(tmp_path, monkeypatch):
     """An ImageNet-style folder, listed class by class, with a pool smaller than the training split: the
     pool still spans every class (the first images in folder order would span two), the same each run."""
