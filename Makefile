@@ -36,10 +36,11 @@ test: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# The pure parts only (tests/unit): no training, no servers, no browser; well under a minute.
+# The fast tier: the pure tests (tests/unit, and those marked `pure` beside the end-to-end tests they belong
+# with): no training, no servers, no browser; well under a minute. `make test` runs them too, once.
 test-fast: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest -m pure
 
 # The prepared GPU check (docs/gpu.md), straight from the source tree (PYTHONPATH=., no install): on the
 # machine's own python3 where it has torch (a GPU machine's), else on the project's .venv, or on PYTHON=...;

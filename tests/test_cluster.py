@@ -8,15 +8,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from fixtures_training import REPO
+from fixtures_training import DDP_BATCH_PER_PROCESS, REPO, TwoRankRun
 from kubernetes_validate import utils as kubernetes_validate
+
+from common.model_card import ModelCard
 
 CLUSTER = REPO / "training" / "cluster"
 SLURM_SCRIPT = CLUSTER / "slurm.sbatch"
@@ -25,12 +26,6 @@ DEPLOYMENT = REPO / "serving" / "k8s" / "deployment.yaml"
 VENV_BIN = Path(sys.executable).parent
 # What makes a multi-node launch: torchrun's c10d rendezvous at one endpoint, the training module.
 RENDEZVOUS = ("--rdzv-backend", "c10d", "--rdzv-endpoint", "-m training")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shellcheck() -> str:
@@ -44,42 +39,23 @@ def shellcheck() -> str:
 
 
 @pytest.mark.slow
-def test_two_nodes_over_loopback_train_as_one_job(tmp_path: Path):
+def test_two_nodes_over_loopback_train_as_one_job(two_rank_digits_run: TwoRankRun):
     """Two torchrun processes, one per "node", one training process each, meet at a c10d rendezvous on
     127.0.0.1, exactly as srun or the indexed Job starts them on two machines: one DDP job of world size 2
-    in which each rank trains on its own half of the data and rank 0 writes the model."""
-    out, port = tmp_path / "run", free_port()
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-        "--rdzv-id", "loopback", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-        "-m", "training", "--data", "synthetic", "--synthetic-size", "32", "--epochs", "1",
-        "--image-size", "64", "--batch-size", "8", "--device", "cpu", "--out", str(out),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    nodes = [
-        subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for _ in range(2)
-    ]
-    outputs = []
-    try:
-        for node in nodes:
-            outputs.append(node.communicate(timeout=300)[0])
-    finally:
-        for node in nodes:
-            if node.poll() is None:
-                node.kill()
-    assert [node.returncode for node in nodes] == [0, 0], "\n".join(output[-3000:] for output in outputs)
-    card = json.loads((out / "model.json").read_text())
-    assert card["training"]["world_size"] == 2 and card["training"]["batch_size"] == 16
+    in which each rank trains on its own half of the data and rank 0 writes the model (the session's
+    two-process run, which tests/test_training.py compares with the single-process one)."""
+    out = two_rank_digits_run.out
+    card = ModelCard.load(out)
+    assert card.training["world_size"] == 2 and card.training["batch_size"] == 2 * DDP_BATCH_PER_PROCESS
     (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert record["train_images_by_rank"] == [16, 16], record
+    assert record["train_images_by_rank"] == [1219, 1219], record
+    assert sum("epoch 1/1 " in output for output in two_rank_digits_run.outputs) == 1  # rank 0's node
 
 
 # --- the launchers for real nodes ------------------------------------------------------------------------
 
 
+@pytest.mark.pure
 def test_slurm_script_starts_one_torchrun_per_node_at_one_rendezvous():
     script = SLURM_SCRIPT.read_text()
     result = subprocess.run([shellcheck(), str(SLURM_SCRIPT)], capture_output=True, text=True)
@@ -95,6 +71,7 @@ def training_job() -> dict[str, dict]:
     return {doc["kind"]: doc for doc in yaml.safe_load_all(TRAINING_JOB.read_text())}
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("version", ["1.27.0", kubernetes_validate.latest_version()])
 def test_training_job_manifests_validate_against_kubernetes_schemas(version: str):
     """The headless Service and the indexed Job (stable since Kubernetes 1.24) validate offline."""
@@ -105,6 +82,7 @@ def test_training_job_manifests_validate_against_kubernetes_schemas(version: str
             pytest.fail(f"{TRAINING_JOB.name} {kind}: {'.'.join(map(str, error.path))}: {error.message}")
 
 
+@pytest.mark.pure
 def test_training_job_pods_find_the_rendezvous_and_use_every_gpu():
     docs = training_job()
     job, service = docs["Job"], docs["Service"]
@@ -133,6 +111,7 @@ def plan_cache_init_container() -> dict:
     return init
 
 
+@pytest.mark.pure
 def test_plan_cache_is_handed_to_the_server_user_where_fsgroup_is_not_applied():
     """fsGroup is not applied to ReadWriteMany (NFS, EFS) volumes under the default CSI policy: an init
     container gives the cache folder to the server's uid, with CHOWN and FOWNER only."""
@@ -153,6 +132,7 @@ def test_plan_cache_is_handed_to_the_server_user_where_fsgroup_is_not_applied():
     assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
 
 
+@pytest.mark.pure
 def test_plan_cache_script_passes_shell_lint_and_hands_the_folder_over(tmp_path: Path):
     script = plan_cache_init_container()["args"][0]
     (tmp_path / "init.sh").write_text(script + "\n")

@@ -16,6 +16,7 @@ from demo.errors import DemoError
 from demo.examples import validation_digits
 
 
+@pytest.mark.pure
 def test_drawn_validation_digits_come_back_as_their_scans():
     images, _ = validation_digits()
     correlations = []
@@ -29,6 +30,7 @@ def test_drawn_validation_digits_come_back_as_their_scans():
     assert np.median(correlations) > 0.85, correlations
 
 
+@pytest.mark.pure
 def test_thin_pen_is_thickened_to_the_scans_stroke():
     drawing = Image.new("RGB", (800, 800), "white")
     ImageDraw.Draw(drawing).ellipse((250, 150, 550, 650), outline="black", width=6)  # a thin "0"
@@ -38,6 +40,7 @@ def test_thin_pen_is_thickened_to_the_scans_stroke():
     assert scan[3:5, 3:5].max() < 40, scan  # the hole stays dark
 
 
+@pytest.mark.pure
 def test_empty_sketchpad_says_draw_first():
     with pytest.raises(DemoError, match="draw a digit first"):
         drawing_to_digit_scan(np.full((100, 100, 3), 255, np.uint8))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from fixtures_training import alexnet_command as run_cli  # the real `alexnet` entry point, in a subprocess
+from fixtures_training import alexnet_command, alexnet_in_process
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import triton_to_np_dtype
@@ -26,8 +26,13 @@ MODELS = ("alexnet", "alexnet_preprocess", "alexnet_image")
 EMBEDDING_MODELS = ("alexnet_embedding", "alexnet_embedding_image")  # tests/test_embedding.py checks them
 
 
-def export_onnx_cli(model_dir: Path, repository: Path, *options: str) -> subprocess.CompletedProcess:
-    return run_cli("export", "onnx", "--model", str(model_dir), "--repository", str(repository), *options)
+def export_onnx_cli(
+    model_dir: Path, repository: Path, *options: str, fresh_process: bool = False
+) -> subprocess.CompletedProcess:
+    """`alexnet export onnx`: the console script's code in this process (its error lines and exit status),
+    or with fresh_process the real entry point in a subprocess, as a user runs it."""
+    run = alexnet_command if fresh_process else alexnet_in_process
+    return run("export", "onnx", "--model", str(model_dir), "--repository", str(repository), *options)
 
 
 def tree_digest(root: Path) -> str:
@@ -284,7 +289,9 @@ def test_exporting_again_adds_a_version_and_keeps_the_old(repository_copy: Path,
     negative = export_onnx_cli(digits_model_dir, repository_copy, "--queue-delay-us", "-1")
     assert negative.returncode == 2 and "--queue-delay-us -1" in negative.stderr
 
-    again = export_onnx_cli(digits_model_dir, repository_copy, "--device", "cpu", "--queue-delay-us", "250")
+    again = export_onnx_cli(
+        digits_model_dir, repository_copy, "--device", "cpu", "--queue-delay-us", "250", fresh_process=True
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert read_config(repository_copy / "alexnet").dynamic_batching.max_queue_delay_microseconds == 250
     assert "top-1 agreement 100.00%" in again.stdout
@@ -305,7 +312,9 @@ def test_export_tensorrt_says_where_it_can_run(digits_model_dir: Path, tmp_path:
     if tensorrt_missing_reason() is None:
         pytest.skip("this machine has a GPU and TensorRT: test_export_tensorrt_builds_a_plan covers it")
     repository = tmp_path / "repo"
-    result = run_cli("export", "tensorrt", "--model", str(digits_model_dir), "--repository", str(repository))
+    result = alexnet_in_process(
+        "export", "tensorrt", "--model", str(digits_model_dir), "--repository", str(repository)
+    )
     assert result.returncode == 2
     message = result.stderr.strip()
     assert message.startswith("error: `alexnet export tensorrt` cannot run here")

@@ -40,6 +40,7 @@ def fashion_subset(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.pure
 def test_without_the_files_one_error_line_names_the_package_and_the_files(tmp_path, monkeypatch):
     result = alexnet_in_process(
         "train", "--data", "fashion-mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "model")
@@ -57,7 +58,8 @@ def test_without_the_files_one_error_line_names_the_package_and_the_files(tmp_pa
     assert "apt-get install -y dataset-fashion-mnist" in result.stderr
 
 
-def test_the_fashion_recipe_is_the_default_for_its_data_and_writes_its_own_folder(fashion_subset, tmp_path):
+@pytest.mark.pure
+def test_the_fashion_recipe_is_the_default_for_its_data_and_writes_its_own_folder():
     from training.config import default_out
     from training.recipes import recipe_settings
 

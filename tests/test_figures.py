@@ -61,6 +61,7 @@ def test_figures_of_the_digits_model_and_the_neighbours_claim(digits_model_dir, 
     assert nearest >= 0.9 and six >= 0.9, result.stdout
 
 
+@pytest.mark.pure
 def test_the_paper_architecture_shows_its_two_gpu_halves_as_two_blocks():
     torch.manual_seed(0)
     network = build_model("paper", num_classes=10)
@@ -112,6 +113,7 @@ def test_the_kernel_figure_shows_what_training_changed_and_that_it_is_structured
     assert change >= 0.5 and abs(initial) <= 0.2, result.stdout  # structured change, random start
 
 
+@pytest.mark.pure
 def test_the_pools_take_every_class_evenly_at_random_and_the_same_each_time():
     labels = np.repeat(np.arange(1000), 30)  # ImageNet-like: sorted by class, as an image folder lists it
     chosen = class_balanced_sample(labels, 20_000)
@@ -126,6 +128,7 @@ def test_the_pools_take_every_class_evenly_at_random_and_the_same_each_time():
     assert (class_balanced_sample(uneven, 50) == np.arange(10)).all()
 
 
+@pytest.mark.pure
 def test_neighbours_are_found_a_block_of_queries_at_a_time(monkeypatch):
     generator = torch.Generator().manual_seed(0)
     queries, training = torch.randn(37, 16, generator=generator), torch.randn(100, 16, generator=generator)

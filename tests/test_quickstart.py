@@ -29,6 +29,7 @@ def test_repository_is_current_only_for_the_weights_it_was_exported_from(
     assert not repository_is_current(tmp_path / "missing", "alexnet", card.weights_sha256)
 
 
+@pytest.mark.pure
 def test_quickstart_check_fails_with_a_message_that_names_the_fix(tmp_path):
     broken = tmp_path / "runs" / "digits"
     broken.mkdir(parents=True)

@@ -1,9 +1,10 @@
-"""Training end to end, as a user runs it: the digits model, torchrun DDP on two CPU processes, a run
+"""Training end to end, as a user runs it: the digits model, DDP on two CPU processes, a run
 killed with SIGKILL (and one stopped with Ctrl-C) resumed to the end, and each bad input's one error."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -16,15 +17,17 @@ import numpy as np
 import pytest
 import torch
 from fixtures_demo import interrupt, process_group
-from fixtures_training import FIXTURE_EPOCHS, REPO, alexnet_in_process
+from fixtures_training import DDP_BATCH_PER_PROCESS, FIXTURE_EPOCHS, REPO, TwoRankRun, alexnet_in_process
 
 from common.model_card import ModelCard
-from training.data import validation_pixels
+from training.data import load_data, make_loaders, validation_pixels
 from training.model_dir import load_model_dir
 
-# A small run for the resume tests: 96 synthetic images, 6 steps per epoch, 3 epochs.
+# A small run for the resume tests: 96 synthetic images, 6 steps per epoch, 2 epochs (the run is stopped in
+# the first and killed in the second).
 SMALL_DATA = ["--data", "synthetic", "--synthetic-size", "96", "--batch-size", "16"]
-SMALL_RUN = [*SMALL_DATA, "--epochs", "3"]
+SMALL_EPOCHS = 2
+SMALL_RUN = [*SMALL_DATA, "--epochs", str(SMALL_EPOCHS)]
 STEPS_PER_EPOCH = 6
 
 
@@ -80,29 +83,54 @@ def test_digits_model_dir_is_a_complete_hand_off(digits_model_dir: Path):
     assert np.mean(predicted == labels) == pytest.approx(card.metrics["top1"], abs=1e-6)
 
 
+@pytest.mark.pure
+def test_two_ranks_train_on_the_one_process_batches_step_by_step():
+    """What makes two ranks train like one, with DDP averaging their gradients: at every step the ranks'
+    batches together are the one-process run's batch of twice the size, in every epoch. The sampler pads
+    the last step with the epoch's first image (the DDP run below trains on 2,438 of 2,437 digits)."""
+    source = load_data("synthetic", image_size=64, synthetic_size=101)
+
+    def batches(rank: int, world_size: int, batch_size: int, epoch: int) -> list[list[int]]:
+        train, _val = make_loaders(
+            source, batch_size=batch_size, workers=0, rank=rank, world_size=world_size, seed=0,
+            pin_memory=False,
+        )  # fmt: skip
+        train.sampler.set_epoch(epoch)
+        return list(train.batch_sampler)
+
+    for epoch in (0, 1):
+        one = batches(0, 1, 16, epoch)
+        first, second = batches(0, 2, 8, epoch), batches(1, 2, 8, epoch)
+        assert len(one) == len(first) == len(second) == 7  # 6 full steps and a last one of 5 (or 3 + 3)
+        for step, (single, ours, theirs) in enumerate(zip(one, first, second, strict=True)):
+            padding = [one[0][0]] if step == len(one) - 1 else []
+            assert sorted(ours + theirs) == sorted(single + padding), (epoch, step)
+    assert batches(0, 1, 16, 0) != batches(0, 1, 16, 1)  # shuffled anew each epoch
+
+
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes_train_as_well_as_one(digits_model_dir: Path, tmp_path: Path):
-    out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "training", "--data", "digits", "--out", str(out), "--epochs", str(FIXTURE_EPOCHS),
-        "--batch-size", "32",
-    ]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_two_cpu_processes_train_like_one(digits_model_dir: Path, two_rank_digits_run: TwoRankRun):
+    """The DDP job's epoch beside the single-process run's first: the same global batch and rates, every
+    image trained on once (half per rank), validation counted once, rank 0 alone printing and writing.
+    Their accuracies after one warm-up epoch are not compared: the ranks draw their own dropout masks, and
+    this early such draws alone (one process, another --seed) move top-1 by more than ten points."""
+    out = two_rank_digits_run.out
     single, ddp = ModelCard.load(digits_model_dir), ModelCard.load(out)
     assert ddp.training["world_size"] == 2 and ddp.training["batch_size"] == 64  # the same global batch
+    assert ddp.training["batch_size_per_process"] == DDP_BATCH_PER_PROCESS
     assert ddp.training["lr"] == single.training["lr"]
-    assert ddp.metrics["top1"] >= 0.90 and ddp.metrics["top1"] >= single.metrics["top1"] - 0.03
-    # Both ranks trained on their half of every epoch ...
-    for record in metrics_lines(out):
-        # 1,437 scans and 1,000 people-style digits, padded to 2,438 by the sampler
-        assert record["train_images_by_rank"] == [1219, 1219]
-        assert record["val_images"] == 360  # every validation image counted once, across both ranks
-    # ... and only rank 0 printed and wrote.
-    for epoch in range(1, FIXTURE_EPOCHS + 1):
-        assert result.stdout.count(f"epoch {epoch}/{FIXTURE_EPOCHS} ") == 1
+    (record,) = metrics_lines(out)
+    single_first = metrics_lines(digits_model_dir)[0]
+    assert record["lr"] == single_first["lr"]  # warm-up: the same rate at every step of the epoch
+    # Both ranks trained on their half: 1,437 scans and 1,000 people-style digits, padded to 2,438 by the
+    # sampler; every validation image counted once, across both ranks.
+    assert record["train_images_by_rank"] == [1219, 1219] and record["train_images"] == 2438
+    assert record["val_images"] == single_first["val_images"] == 360
+    # It learnt: below a uniform guess's validation loss (ln 10), and at least three times chance.
+    assert record["val_loss"] < math.log(10) and ddp.metrics["top1"] >= 0.3, record
+    # Only rank 0 printed and wrote.
+    output = "".join(two_rank_digits_run.outputs)
+    assert output.count("epoch 1/1 ") == 1 and output.count("done: best validation") == 1, output
     written = sorted(p.name for p in out.iterdir())
     assert written == [
         "checkpoint.pt",
@@ -179,11 +207,10 @@ def test_ctrl_c_then_sigkill_then_resume_finishes_exactly_like_an_uninterrupted_
     resumed = alexnet_in_process("train", "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"from epoch {killed['epoch'] + 1}" in resumed.stdout
-    assert [r["epoch"] for r in metrics_lines(out)] == [1, 2, 3]  # each epoch once, none lost or doubled
+    assert [r["epoch"] for r in metrics_lines(out)] == [1, 2]  # each epoch once, none lost or doubled
     final = load_checkpoint_file(out / "checkpoint.pt")
-    assert (
-        final["epoch"] == 3 and optimizer_steps(final) == 3 * STEPS_PER_EPOCH
-    )  # the optimizer state carried over
+    assert final["epoch"] == SMALL_EPOCHS  # and the optimizer state carried over:
+    assert optimizer_steps(final) == SMALL_EPOCHS * STEPS_PER_EPOCH
     # Exactly where it stopped: same weights, optimizer moments and metrics as the run never interrupted.
     expected = load_checkpoint_file(reference / "checkpoint.pt")
     for name, tensor in expected["model"].items():
@@ -391,6 +418,7 @@ def test_training_on_an_image_folder_with_a_few_broken_files(tmp_path: Path):
     shutil.rmtree(out)
 
 
+@pytest.mark.pure
 def test_a_checkpoint_from_eight_gpus_resumes_on_one():
     """Each rank saves its own GPU's generator state; checkpoints from before kept every GPU's (a list),
     and resuming one of those on fewer GPUs must take the device's own entry, not fail."""
@@ -405,6 +433,7 @@ def test_a_checkpoint_from_eight_gpus_resumes_on_one():
     assert own_cuda_rng_state({}, torch.device("cuda", 0)) is None
 
 
+@pytest.mark.pure
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_generator_state_round_trips_on_this_gpu():
     from training.checkpointing import rng_state, set_rng_state

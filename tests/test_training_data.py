@@ -21,6 +21,7 @@ from training.errors import TrainingError
 from triton_repository.image_preprocessing import prepare_image, resize_and_crop
 
 
+@pytest.mark.pure
 def test_digits_split_is_fixed_stratified_uint8_and_torch_free():
     split = load_digits_split()
     assert split.train_images.shape == (1437, 8, 8) and split.val_images.shape == (360, 8, 8)
@@ -77,6 +78,7 @@ def make_image_folder(
     return root
 
 
+@pytest.mark.pure
 def test_validation_pixels_equal_serving_preprocessing_on_real_files(tmp_path):
     """Export calibrates and checks parity on these pixels; the server computes them with
     triton_repository.image_preprocessing. Both must agree exactly, for every size and format."""
@@ -115,6 +117,7 @@ def test_digits_validation_pixels_are_the_eval_transform_and_serving_resize():
         torch.testing.assert_close(source.val[index][0], normalised, atol=1e-6, rtol=0)
 
 
+@pytest.mark.pure
 def test_image_folder_skips_and_counts_unreadable_files(tmp_path):
     root = make_image_folder(tmp_path / "photos", per_class=4, corrupt_train=2, corrupt_val=1)
     source = load_data(str(root), image_size=64)
@@ -133,6 +136,7 @@ def test_image_folder_skips_and_counts_unreadable_files(tmp_path):
     assert (val_seen, val_skipped) == (6, 1)
 
 
+@pytest.mark.pure
 def test_label_file_names_the_classes_in_its_order(tmp_path):
     root = make_image_folder(tmp_path / "photos", per_class=2)
     (root / "labels.txt").write_text("red a red thing\nblue\ngreen something green\n")
@@ -141,6 +145,7 @@ def test_label_file_names_the_classes_in_its_order(tmp_path):
     assert source.train.samples[0][0].parent.name == "red" and source.train.samples[0][1] == 0
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize(
     "layout, message",
     [
@@ -171,6 +176,7 @@ def test_bad_data_folders_get_one_clear_error(tmp_path, layout, message):
         load_data(str(root), image_size=64)
 
 
+@pytest.mark.pure
 def test_transforms_give_the_model_its_shapes():
     from training.data import DIGITS_MEAN, DIGITS_STD
 
@@ -184,6 +190,7 @@ def test_transforms_give_the_model_its_shapes():
     torch.testing.assert_close(crops[6], crops[0].flip(-1))  # the second five: the same of the mirror image
 
 
+@pytest.mark.pure
 def test_paper_patches_come_from_the_central_square_of_the_image():
     # Section 2: a 64x96 image is cut to its central 64x64 square before the ten patches (section 4.1).
     from training.data import DIGITS_MEAN, DIGITS_STD
@@ -194,6 +201,7 @@ def test_paper_patches_come_from_the_central_square_of_the_image():
     torch.testing.assert_close(crops, presets.ten_crop_transform(**sizes)(image.crop((16, 0, 80, 64))))
 
 
+@pytest.mark.pure
 def test_pca_lighting_moves_colours_along_imagenet_principal_components():
     torch.manual_seed(0)
     lighting = presets.PCALighting(std=0.1)

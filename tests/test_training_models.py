@@ -33,6 +33,7 @@ def torchvision_state_file(tmp_path_factory):
     return path, reference.eval()
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("architecture", ["torchvision", "paper"])
 def test_each_architecture_takes_a_training_step_at_64_pixels(architecture):
     torch.manual_seed(0)
@@ -46,6 +47,7 @@ def test_each_architecture_takes_a_training_step_at_64_pixels(architecture):
     assert all(changed), "every layer should get a gradient step"
 
 
+@pytest.mark.pure
 def test_torchvision_architecture_loads_torchvision_weights_as_they_are(torchvision_state_file):
     path, reference = torchvision_state_file
     model = build_model("torchvision", num_classes=1000)
@@ -56,6 +58,7 @@ def test_torchvision_architecture_loads_torchvision_weights_as_they_are(torchvis
         torch.testing.assert_close(model.eval()(image), reference(image))
 
 
+@pytest.mark.pure
 def test_torchvision_weights_initialise_a_smaller_head_for_fine_tuning(torchvision_state_file):
     path, reference = torchvision_state_file
     model = build_model("torchvision", num_classes=10)
@@ -65,6 +68,7 @@ def test_torchvision_weights_initialise_a_smaller_head_for_fine_tuning(torchvisi
     torch.testing.assert_close(model.classifier[4].weight, reference.classifier[4].weight)
 
 
+@pytest.mark.pure
 def test_paper_architecture_refuses_torchvision_weights_clearly(torchvision_state_file, tmp_path):
     path, _reference = torchvision_state_file
     out = tmp_path / "paper"
@@ -144,6 +148,7 @@ def test_pretrained_records_the_dataset_the_user_names(torchvision_state_file, t
     assert "trained on places365, as the user says (--dataset)" in card.training["provenance"]
 
 
+@pytest.mark.pure
 def test_pretrained_without_internet_says_to_pass_weights(tmp_path, monkeypatch):
     # An empty torch.hub cache and a proxy that refuses connections: the download fails at once.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -168,6 +173,7 @@ def test_bench_train_reports_images_per_second_for_both_architectures(tmp_path):
     assert "img/s" in result.stdout and "paper" in result.stdout
 
 
+@pytest.mark.pure
 def test_learning_rate_schedules_warm_up_then_decay():
     cosine = LRSchedule("cosine", 0.1, steps_per_epoch=10, epochs=4, warmup_epochs=1)
     assert cosine.lr_at(0) == pytest.approx(0.01) and cosine.lr_at(9) == pytest.approx(0.1)
