@@ -79,7 +79,7 @@ def two_rank_digits_run(tmp_path_factory) -> TwoRankRun:
     training process each, meeting at a c10d rendezvous on 127.0.0.1, exactly as srun or the indexed Job
     start them on two machines (training/cluster/). 32 images per process and step: the fixture's global
     batch. One epoch is all warm-up in both runs, so its steps have the single-process run's rates."""
-    from serving.server import free_port
+    from common.ports import free_port
 
     out = tmp_path_factory.mktemp("two_ranks") / "model"
     command = [
