@@ -113,9 +113,9 @@ class TrainConfig:
         None,
         "Training transform: paper (random crop, flip, PCA lighting), torchvision (random resized crop, "
         "flip), shift (small translations), people (shift, and 1,000 digits drawn as people write and type "
-        "them, read by the served model's digit-scan conversion), shift-flip (and horizontal flips, for "
-        "Fashion-MNIST), flip (horizontal flips only) or none",
-        unset="people for digits, shift-flip for fashion-mnist, else paper or torchvision after --arch",
+        "them, read by the served model's digit-scan conversion), shift-flip (and horizontal flips), flip "
+        "(horizontal flips only, for Fashion-MNIST) or none",
+        unset="people for digits, flip for fashion-mnist, else paper or torchvision after --arch",
     )
     ten_crop: bool = option(
         False,

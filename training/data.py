@@ -79,7 +79,7 @@ def default_augmentation(data: str, architecture: str) -> str:
     if data == "digits":
         return "people"
     if data == fashion_mnist.NAME:
-        return "shift-flip"
+        return "flip"
     if data == "synthetic":
         return "none"
     return "paper" if architecture == "paper" else "torchvision"
