@@ -186,6 +186,7 @@ class Load:
         self.url, self.pixels, self.image, self.expected = url, pixels, image, expected
         self.retry = retry
         self.outcomes: list[Outcome] = []
+        self._sent_at: dict[int, float] = {}  # each thread's request waiting for its answer: when it was sent
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._send, daemon=True) for _ in range(threads)]
 
@@ -194,6 +195,7 @@ class Load:
             turn = 0
             while not self._stop.is_set():
                 started = time.monotonic()
+                self._sent_at[threading.get_ident()] = started
                 try:
                     if turn % 2:
                         (ranked,) = classifier.classify_bytes([self.image], top_k=1)
@@ -205,6 +207,7 @@ class Load:
                     status, detail = error.status, str(error)
                 except ServerUnreachable as error:
                     status, detail = "UNAVAILABLE", str(error)  # gRPC's code for a refused connection
+                del self._sent_at[threading.get_ident()]
                 self.outcomes.append(Outcome(started, time.monotonic() - started, status, detail))
                 turn += 1
                 if status:
@@ -222,6 +225,12 @@ class Load:
 
     def answered(self) -> int:
         return sum(outcome.status is None for outcome in list(self.outcomes))
+
+    def wait_for_answers_to_requests_sent_before(self, moment: float) -> None:
+        deadline = time.monotonic() + CALL_TIMEOUT * 2
+        while any(sent < moment for sent in list(self._sent_at.values())):
+            assert time.monotonic() < deadline, "a request of the load outlived its timeout"
+            time.sleep(0.05)
 
 
 class ReadinessLog:
@@ -388,7 +397,9 @@ def successes(server: TritonServer, model: str, version: str) -> int:
 
 
 def answered_by(server: TritonServer, load: Load, versions: list[str], more: int = 50) -> list[str]:
-    """The versions of `alexnet` that answered the next `more` requests of the load."""
+    """The versions of `alexnet` that answered the next `more` requests of the load: requests sent from now
+    on (one sent earlier may still be queued for a version that was the newest when it arrived)."""
+    load.wait_for_answers_to_requests_sent_before(time.monotonic())
     before = {version: successes(server, "alexnet", version) for version in versions}
     answered = load.answered()
     while load.answered() < answered + more:
@@ -436,9 +447,10 @@ def test_a_new_version_rolls_out_under_load_and_a_broken_one_leaves_the_old_serv
                 )
                 assert export.returncode == 0, export.stderr
                 assert "version 2" in export.stdout + export.stderr
-                wait_for_log(lines, "alexnet_image: now serving version 2")
+                for model in ("alexnet", "alexnet_preprocess", "alexnet_image"):
+                    wait_for_log(lines, f"{model}: now serving version 2")
                 assert served_versions(server, "alexnet") == ["1", "2"]  # the previous stays, for rollbacks
-                assert answered_by(server, load, ["1", "2"]) == ["2"]
+                assert answered_by(server, load, ["1", "2"]) == ["2"], lines
 
                 broken = tmp_path / "broken"
                 shutil.copytree(repository / "alexnet" / "2", broken / "3", copy_function=os.symlink)
