@@ -207,7 +207,8 @@ class Load:
                     status, detail = error.status, str(error)
                 except ServerUnreachable as error:
                     status, detail = "UNAVAILABLE", str(error)  # gRPC's code for a refused connection
-                del self._sent_at[threading.get_ident()]
+                finally:
+                    del self._sent_at[threading.get_ident()]
                 self.outcomes.append(Outcome(started, time.monotonic() - started, status, detail))
                 turn += 1
                 if status:
